@@ -1,0 +1,66 @@
+"""Per-app resources (Redis client, Celery client, settings) and the helpers routes share."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis
+from celery import Celery
+from flask import current_app, request
+
+from services.api.errors import Problem
+from shared import store
+from shared.config import Settings
+from shared.queue import RECOMPUTE_PATIENT
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ApiContext:
+    settings: Settings
+    redis: redis.Redis
+    celery: Celery
+
+
+def ctx() -> ApiContext:
+    return current_app.extensions["cml"]
+
+
+def json_body() -> Any:
+    """The request body parsed as JSON, or a 415/400 problem saying what is wrong with it."""
+    if not request.is_json:
+        raise Problem(
+            415, "unsupported-media-type", "Unsupported media type", "Send the body as application/json."
+        )
+    try:
+        return orjson.loads(request.get_data(cache=False))
+    except orjson.JSONDecodeError as exc:
+        raise Problem(400, "malformed-json", "Malformed JSON", f"The body is not valid JSON: {exc}") from exc
+
+
+def dispatch(outcome: store.WriteOutcome) -> list[dict]:
+    """Track and enqueue the recomputations a write calls for; return how to follow them.
+
+    The data (and its dirty mark) is already in Redis, so a failed enqueue loses nothing: the
+    worker's sweeper finds the dirty patient and enqueues it. That is why it is only logged.
+    """
+    c = ctx()
+    tracked = {uuid.uuid4().hex: (pid, v) for pid, v in outcome.versions.items()}
+    store.track_tasks(c.redis, tracked, c.settings.task_ttl_s)
+    fresh = set(outcome.to_enqueue)
+    for task_id, (pid, _) in tracked.items():
+        if pid not in fresh:
+            continue
+        try:
+            c.celery.send_task(RECOMPUTE_PATIENT, args=[pid], task_id=task_id)
+        except Exception as exc:  # noqa: BLE001 - any broker failure is recovered by the sweeper
+            log.warning("enqueue failed (%s); the sweeper will requeue", type(exc).__name__)
+    return [
+        {"task_id": t, "patient_id": pid, "data_version": v, "href": f"/v1/tasks/{t}"}
+        for t, (pid, v) in tracked.items()
+    ]

@@ -1,0 +1,108 @@
+"""Error mapping: every error leaves the API as RFC 9457 application/problem+json.
+
+A problem names what went wrong and, for bad input, each offending field as a JSON pointer into the
+request body (``/3/control_copies`` is item 3 of a batch), so an interface engineer can fix the
+message without reading our code.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+import redis
+from flask import Flask, Response, request
+from kombu.exceptions import OperationalError
+from marshmallow import ValidationError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+PROBLEM_MIME = "application/problem+json"
+
+
+class Problem(Exception):
+    """Raised by a route to answer with a problem document."""
+
+    def __init__(self, status: int, slug: str, title: str, detail: str, **extra: Any):
+        super().__init__(detail)
+        self.status, self.slug, self.title, self.detail, self.extra = status, slug, title, detail, extra
+
+
+def problem_response(
+    status: int, slug: str, title: str, detail: str, headers: dict | None = None, **extra: Any
+) -> Response:
+    body = {
+        "type": f"/problems/{slug}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.path,
+        **extra,
+    }
+    return Response(orjson.dumps(body), status=status, mimetype=PROBLEM_MIME, headers=headers)
+
+
+def _pointer(path: tuple) -> str:
+    return "/" + "/".join(str(p) for p in path)
+
+
+def flatten_messages(messages: Any, path: tuple = ()) -> list[dict[str, str]]:
+    """Turn marshmallow's nested messages into [{pointer, field, detail}]."""
+    if isinstance(messages, dict):
+        # "_schema" holds errors of the object itself: they point at the object, not a field.
+        return [
+            e
+            for key, value in messages.items()
+            for e in flatten_messages(value, path if key == "_schema" else (*path, key))
+        ]
+    if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        field = next((str(p) for p in reversed(path) if not isinstance(p, int)), "")
+        return [{"pointer": _pointer(path), "field": field, "detail": m} for m in messages]
+    if isinstance(messages, list):
+        return [e for i, m in enumerate(messages) for e in flatten_messages(m, (*path, i))]
+    return [{"pointer": _pointer(path), "field": "", "detail": str(messages)}]
+
+
+def validation_problem(err: ValidationError, prefix: tuple = ()) -> Response:
+    errors = flatten_messages(err.messages, prefix)
+    detail = "; ".join(f"{e['pointer']}: {e['detail']}" for e in errors[:5])
+    if len(errors) > 5:
+        detail += f"; and {len(errors) - 5} more"
+    return problem_response(422, "invalid-input", "The request body is not valid", detail, errors=errors)
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(Problem)
+    def _problem(exc: Problem) -> Response:
+        return problem_response(exc.status, exc.slug, exc.title, exc.detail, **exc.extra)
+
+    @app.errorhandler(ValidationError)
+    def _invalid(exc: ValidationError) -> Response:
+        return validation_problem(exc)
+
+    @app.errorhandler(redis.exceptions.ConnectionError)
+    @app.errorhandler(redis.exceptions.TimeoutError)
+    @app.errorhandler(redis.exceptions.BusyLoadingError)
+    @app.errorhandler(OperationalError)
+    def _store_down(exc: Exception) -> Response:
+        # Nothing was acknowledged: the client must retry (design-notes.md, "durable before the 202").
+        log.warning("store unavailable: %s", type(exc).__name__)
+        return problem_response(
+            503,
+            "store-unavailable",
+            "The data store is unavailable",
+            "Redis did not answer; nothing was stored. Retry shortly.",
+            headers={"Retry-After": "2"},
+        )
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response:
+        slug = (exc.name or "error").lower().replace(" ", "-")
+        return problem_response(exc.code or 500, slug, exc.name, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url_rule)
+        return problem_response(500, "internal-error", "Internal error", "An unexpected error occurred.")

@@ -1,0 +1,94 @@
+"""Patients: registration, clinical events, and the computed status and timeline (read-only)."""
+
+from __future__ import annotations
+
+import re
+
+import orjson
+from flask import Blueprint, Response, jsonify
+
+from services.api.context import ctx, dispatch, json_body
+from services.api.errors import Problem
+from shared import store
+from shared.schemas import ID_PATTERN, EventSchema, PatientSchema, ValidationError, duplicate_ids
+
+bp = Blueprint("patients", __name__)
+
+JSON = "application/json"
+
+
+def _checked_id(patient_id: str) -> str:
+    if not re.fullmatch(ID_PATTERN, patient_id):
+        raise Problem(
+            422, "invalid-input", "The request path is not valid",
+            "patient_id: must be 1-64 characters: letters, digits and . _ : -",
+            errors=[{"pointer": "/patient_id", "field": "patient_id", "detail": "invalid patient id"}],
+        )  # fmt: skip
+    return patient_id
+
+
+def _unknown(patient_id: str) -> Problem:
+    return Problem(404, "unknown-patient", "Unknown patient", f"No patient {patient_id} is registered.")
+
+
+@bp.put("/v1/patients/<patient_id>")
+def put_patient(patient_id: str) -> Response:
+    c = ctx()
+    doc = PatientSchema().load(json_body())
+    doc = {"patient_id": _checked_id(patient_id), **doc}
+    state, outcome = store.register_patient(c.redis, patient_id, doc)
+    response = jsonify({"patient": doc, "outcome": state, "tasks": dispatch(outcome)})
+    response.status_code = 201 if state == "created" else 200
+    return response
+
+
+@bp.post("/v1/patients/<patient_id>/events")
+def post_events(patient_id: str) -> Response:
+    c = ctx()
+    _checked_id(patient_id)
+    body = json_body()
+    single = isinstance(body, dict)
+    try:
+        events = EventSchema(many=True).load([body] if single else body)
+    except ValidationError as err:
+        raise ValidationError(err.messages[0] if single else err.messages) from err
+    if not events:
+        raise Problem(
+            422, "invalid-input", "The request body is not valid", "Send an event or a non-empty array."
+        )
+    dupes = duplicate_ids(events, "event_id")
+    if dupes:
+        raise ValidationError(dupes)
+    try:
+        outcome = store.add_events(c.redis, patient_id, events)
+    except store.StoreError as err:
+        raise _unknown(patient_id) from err
+    ids = [store.event_id(e) for e in events]
+    response = jsonify({"accepted": ids, "tasks": dispatch(outcome)})
+    response.status_code = 202
+    return response
+
+
+@bp.get("/v1/patients/<patient_id>/status")
+def get_status(patient_id: str) -> Response:
+    # The read path: one GET, bytes returned as stored (bench/README.md measures it).
+    c = ctx()
+    raw = store.read_status(c.redis, patient_id)
+    if raw is not None:
+        return Response(raw, mimetype=JSON)
+    if not store.patient_exists(c.redis, patient_id):
+        raise _unknown(patient_id)
+    pending = {"patient_id": patient_id, "pending": True, "computed_at": None, "data_version": None}
+    return Response(orjson.dumps(pending), mimetype=JSON)
+
+
+@bp.get("/v1/patients/<patient_id>/results")
+def get_results(patient_id: str) -> Response:
+    c = ctx()
+    raw = store.read_timeline(c.redis, patient_id)
+    if raw is not None:
+        return Response(raw, mimetype=JSON)
+    if not store.patient_exists(c.redis, patient_id):
+        raise _unknown(patient_id)
+    pending = {"patient_id": patient_id, "pending": True, "computed_at": None, "results": []}
+    return Response(orjson.dumps(pending), mimetype=JSON)

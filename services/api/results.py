@@ -1,0 +1,86 @@
+"""POST /v1/assay-results: one result or a batch, validated whole, stored atomically, then queued."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+
+from services.api.context import ctx, dispatch, json_body
+from services.api.errors import Problem
+from shared import store
+from shared.schemas import AssayResultSchema, ValidationError, duplicate_ids
+
+bp = Blueprint("results", __name__)
+
+# Refusals that depend on what is already stored (the Lua write checks them atomically).
+_STORE_PROBLEMS = {
+    "unknown_patient": (
+        422, "unknown-patient", "Unknown patient", "patient_id",
+        "patient {value} is not registered: PUT /v1/patients/{value} first",
+    ),
+    "patient_mismatch": (
+        409, "result-conflict", "Result conflict", "patient_id",
+        "this result_id was received for another patient",
+    ),
+    "conflict": (
+        409, "result-conflict", "Result conflict", "result_id",
+        "result {value} was already received with other content; "
+        "send status amended or corrected to replace it",
+    ),
+}  # fmt: skip
+
+
+def _load(body: object, limit: int) -> tuple[list[dict], bool]:
+    """Validate the body; a batch with any bad item is refused whole, naming every bad item."""
+    single = isinstance(body, dict)
+    items = [body] if single else body
+    if not isinstance(items, list) or not items:
+        raise Problem(
+            422,
+            "invalid-input",
+            "The request body is not valid",
+            "Send a result object or a non-empty array.",
+        )
+    if len(items) > limit:
+        raise Problem(
+            413,
+            "batch-too-large",
+            "Batch too large",
+            f"A batch holds at most {limit} results; got {len(items)}.",
+        )
+    try:
+        loaded = AssayResultSchema(many=True).load(items)
+    except ValidationError as err:
+        raise ValidationError(err.messages[0] if single else err.messages) from err
+    dupes = duplicate_ids(loaded, "result_id")
+    if dupes:
+        raise ValidationError(dupes)
+    return loaded, single
+
+
+def _store_problem(err: store.StoreError, single: bool) -> Problem:
+    status, slug, title, field, template = _STORE_PROBLEMS[err.code]
+    pointer = f"/{field}" if single else f"/{err.index}/{field}"
+    detail = f"{pointer}: " + template.format(value=err.value)
+    return Problem(
+        status, slug, title, detail, errors=[{"pointer": pointer, "field": field, "detail": detail}]
+    )
+
+
+@bp.post("/v1/assay-results")
+def post_results() -> Response:
+    c = ctx()
+    items, single = _load(json_body(), c.settings.max_batch)
+    try:
+        outcome = store.store_results(c.redis, items)
+    except store.StoreError as err:
+        raise _store_problem(err, single) from err
+    tasks = dispatch(outcome)
+    accepted = [
+        {"result_id": d["result_id"], "patient_id": d["patient_id"], "outcome": o}
+        for d, o in zip(items, outcome.outcomes, strict=True)
+    ]
+    response = jsonify({"accepted": accepted, "tasks": tasks})
+    response.status_code = 202
+    if tasks:
+        response.headers["Location"] = tasks[0]["href"]
+    return response

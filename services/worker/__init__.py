@@ -1,0 +1,16 @@
+"""The Celery app: ``celery -A services.worker worker -Q patients``.
+
+Tasks live in modules by job (``patients``: recompute a patient's status); ``sweeper`` runs beside
+the consumer in the worker's main process. Both call :mod:`shared` for every rule and Redis key.
+"""
+
+from __future__ import annotations
+
+from shared.config import load_settings
+from shared.queue import make_celery
+
+settings = load_settings()
+app = make_celery(settings, "cml-worker")
+celery = app
+
+from services.worker import patients, sweeper  # noqa: E402,F401  (registers tasks and signals)

@@ -1,0 +1,53 @@
+"""The sweeper: a thread in each worker's main process that makes lost tasks come back in seconds.
+
+With the Redis broker, a task held by a killed worker is redelivered only after the visibility
+timeout (an hour by default; celery #5935, #9339, #4991). The dirty set in Redis is the truth: every
+few seconds the sweeper re-enqueues patients that have been dirty with no task enqueued for
+REQUEUE_AFTER_S, and it writes this worker's heartbeat, which /readyz and ops read.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from celery.signals import worker_ready, worker_shutdown
+
+from services.worker import app, settings
+from services.worker.redis_client import redis_client
+from shared import store
+from shared.queue import RECOMPUTE_PATIENT
+
+log = logging.getLogger(__name__)
+_stop = threading.Event()
+
+
+def sweep_once(worker: str) -> int:
+    r = redis_client()
+    store.heartbeat(r, worker)
+    due = store.patients_to_requeue(r, settings.requeue_after_s)
+    for patient_id in due:
+        app.send_task(RECOMPUTE_PATIENT, args=[patient_id])
+    if due:
+        log.info("sweeper requeued %d dirty patients", len(due))
+    return len(due)
+
+
+def _loop(worker: str) -> None:
+    while not _stop.is_set():
+        try:
+            sweep_once(worker)
+        except Exception as exc:  # noqa: BLE001 - Redis may be down; keep sweeping when it is back
+            log.warning("sweep failed: %s", type(exc).__name__)
+        _stop.wait(settings.sweep_interval_s)
+
+
+@worker_ready.connect
+def _start(sender: object = None, **kwargs: object) -> None:
+    worker = getattr(sender, "hostname", None) or "worker"
+    threading.Thread(target=_loop, args=(worker,), name="cml-sweeper", daemon=True).start()
+
+
+@worker_shutdown.connect
+def _shutdown(**kwargs: object) -> None:
+    _stop.set()

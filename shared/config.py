@@ -1,0 +1,52 @@
+"""Configuration from the environment, in one place for the API and the worker.
+
+Every setting has a default that runs on a developer machine; deployments override them
+with environment variables (see README.md, "Configuration").
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def _float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str
+    broker_url: str
+    result_backend: str
+    # Most items one POST /v1/assay-results may carry; larger batches are split by the sender.
+    max_batch: int
+    # Largest request body accepted (413 above it): a full batch of results fits well within it.
+    max_body_bytes: int
+    # The sweeper re-enqueues a dirty patient whose last enqueue is older than this, so a task lost
+    # with a killed worker is redone in seconds, not after the broker's one-hour visibility timeout.
+    sweep_interval_s: float
+    requeue_after_s: float
+    # How long a task tracking document (GET /v1/tasks/{id}) is kept.
+    task_ttl_s: int
+    # Broker visibility timeout: unacked messages of a dead worker come back after this.
+    visibility_timeout_s: int
+
+
+def load_settings() -> Settings:
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    return Settings(
+        redis_url=redis_url,
+        broker_url=os.environ.get("CELERY_BROKER_URL", redis_url),
+        result_backend=os.environ.get("CELERY_RESULT_BACKEND", redis_url),
+        max_batch=_int("MAX_BATCH", 1000),
+        max_body_bytes=_int("MAX_BODY_BYTES", 2 * 1024 * 1024),
+        sweep_interval_s=_float("SWEEP_INTERVAL_S", 2.0),
+        requeue_after_s=_float("REQUEUE_AFTER_S", 10.0),
+        task_ttl_s=_int("TASK_TTL_S", 86400),
+        visibility_timeout_s=_int("VISIBILITY_TIMEOUT_S", 3600),
+    )

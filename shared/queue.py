@@ -1,0 +1,42 @@
+"""Celery wiring shared by the worker (which runs the tasks) and the API (which only sends them,
+by name, so that it never imports task code).
+
+Settings follow design-notes.md: late acks with reject-on-worker-lost and a prefetch of one, so a
+killed worker's task goes back to the queue; results ignored (nobody reads them; work is tracked in
+Redis instead, see GET /v1/tasks/{id}); a bounded visibility timeout. The sweeper, not the broker,
+is what makes a lost task come back within seconds.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from shared.config import Settings
+
+RECOMPUTE_PATIENT = "cml.recompute_patient"
+SWEEP = "cml.sweep"
+
+PATIENT_QUEUE = "patients"
+QUEUES = (PATIENT_QUEUE,)
+
+
+def make_celery(settings: Settings, main: str = "cml") -> Celery:
+    app = Celery(main, broker=settings.broker_url, backend=settings.result_backend)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue=PATIENT_QUEUE,
+        task_routes={RECOMPUTE_PATIENT: {"queue": PATIENT_QUEUE}},
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_connection_retry_on_startup=True,
+        # The API must answer 503 quickly when Redis is gone, not retry a publish for minutes.
+        broker_connection_timeout=2,
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+    )
+    return app

@@ -1,0 +1,195 @@
+"""Marshmallow schemas for the documents the service accepts (results, registrations, events).
+
+They validate shape and ranges and normalise values (dates to ISO strings, defaults filled in), so
+that the stored document is canonical: the same content always hashes the same. Clinical meaning
+(levels, milestones) is not decided here but in :mod:`shared.clinical`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from marshmallow import (
+    EXCLUDE,
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    validate,
+    validates_schema,
+)
+
+# Ids become part of Redis keys and log lines: a conservative alphabet, no braces or '|'.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+_ID = validate.Regexp(ID_PATTERN, error="must be 1-64 characters: letters, digits and . _ : - (not first)")
+# Quantitative PCR began on the International Scale in the 2000s; earlier dates are typing errors.
+EARLIEST_DATE = date(1990, 1, 1)
+CONTROL_GENES = ("ABL1", "GUSB", "BCR")
+RESULT_STATUSES = ("final", "amended", "corrected", "entered-in-error")
+EVENT_TYPES = (
+    "tki_stopped",
+    "tki_changed",
+    "add_on_started",
+    "add_on_stopped",
+    "progression",
+    "death",
+    "lost_to_follow_up",
+)
+
+
+def _latest_allowed() -> date:
+    # One day of slack: a sample taken "today" in a time zone ahead of UTC is not in the future.
+    return datetime.now(UTC).date() + timedelta(days=1)
+
+
+def _check_date_range(d: date) -> None:
+    if d < EARLIEST_DATE:
+        raise ValidationError(f"must not be before {EARLIEST_DATE.isoformat()}")
+    if d > _latest_allowed():
+        raise ValidationError("must not be in the future")
+
+
+class Number(fields.Float):
+    """A JSON number: no strings, no booleans, no NaN or infinity."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValidationError("must be a number")
+        if not math.isfinite(value):
+            raise ValidationError("must be a finite number")
+        return float(value)
+
+
+class ClinicalDate(fields.Field):
+    """A calendar date, YYYY-MM-DD, between 1990 and today."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            raise ValidationError("must be a date, YYYY-MM-DD")
+        try:
+            d = date.fromisoformat(value)
+        except ValueError as exc:
+            raise ValidationError("must be a valid calendar date") from exc
+        _check_date_range(d)
+        return d.isoformat()
+
+
+class CollectedAt(fields.Field):
+    """A date (YYYY-MM-DD) or an ISO 8601 date-time; kept as written once validated."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if not isinstance(value, str) or len(value) > 40:
+            raise ValidationError("must be a date (YYYY-MM-DD) or an ISO 8601 date-time")
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            return ClinicalDate()._deserialize(value, attr, data)
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}T[0-9:.]+(Z|[+-]\d{2}:\d{2})?", value):
+            raise ValidationError("must be a date (YYYY-MM-DD) or an ISO 8601 date-time")
+        try:
+            dt = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise ValidationError("must be a valid ISO 8601 date-time") from exc
+        _check_date_range(dt.date())
+        return dt.isoformat()
+
+
+class _Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+def _text(max_len: int = 100) -> fields.String:
+    return fields.String(load_default=None, allow_none=True, validate=validate.Length(1, max_len))
+
+
+class AssayResultSchema(_Strict):
+    result_id = fields.String(required=True, validate=_ID)
+    patient_id = fields.String(required=True, validate=_ID)
+    collected_at = CollectedAt(required=True)
+    control_gene = fields.String(load_default=None, validate=validate.OneOf(CONTROL_GENES))
+    control_copies = Number(load_default=None, allow_none=True)
+    bcr_abl1_copies = Number(load_default=None, allow_none=True, validate=validate.Range(min=0))
+    is_percent = Number(load_default=None, allow_none=True, validate=validate.Range(min=0))
+    conversion_factor = Number(load_default=1.0, validate=validate.Range(min=0, min_inclusive=False))
+    status = fields.String(load_default="final", validate=validate.OneOf(RESULT_STATUSES))
+    lab = _text()
+    assay = _text()
+    transcript = _text(40)
+
+    @validates_schema
+    def _measurement(self, data: dict, **kwargs: Any) -> None:
+        # A withdrawal (entered-in-error) need not repeat the measurement it withdraws.
+        if data.get("status") == "entered-in-error":
+            return
+        errors: dict[str, list[str]] = {}
+        if data.get("control_gene") is None:
+            errors["control_gene"] = ["is required"]
+        copies = data.get("control_copies")
+        if copies is None:
+            errors["control_copies"] = ["is required"]
+        elif copies <= 0:
+            errors["control_copies"] = ["must be greater than 0: a result needs control-gene copies"]
+        given = [f for f in ("bcr_abl1_copies", "is_percent") if data.get(f) is not None]
+        if len(given) != 1:
+            msg = "exactly one of bcr_abl1_copies and is_percent is required"
+            errors["bcr_abl1_copies" if not given else given[1]] = [msg]
+        if errors:
+            raise ValidationError(errors)
+
+
+class PatientSchema(_Strict):
+    cohorts = fields.List(fields.String(validate=_ID), load_default=list, validate=validate.Length(max=50))
+    enrolled_on = ClinicalDate(load_default=None, allow_none=True)
+    tki = fields.String(load_default=None, allow_none=True, validate=validate.Length(1, 40))
+    tki_started_on = ClinicalDate(load_default=None, allow_none=True)
+    dose_mg = Number(load_default=None, allow_none=True, validate=validate.Range(min=0, min_inclusive=False))
+
+    @post_load
+    def _normalise(self, data: dict, **kwargs: Any) -> dict:
+        data["cohorts"] = sorted(set(data["cohorts"]))
+        if data["tki"] is not None:
+            data["tki"] = data["tki"].strip().lower()
+        return data
+
+
+class EventSchema(_Strict):
+    event_id = fields.String(load_default=None, validate=_ID)
+    type = fields.String(required=True, validate=validate.OneOf(EVENT_TYPES))
+    date = ClinicalDate(required=True)
+    tki = fields.String(load_default=None, allow_none=True, validate=validate.Length(1, 40))
+    dose_mg = Number(load_default=None, allow_none=True, validate=validate.Range(min=0, min_inclusive=False))
+    reason = _text(200)
+    note = _text(500)
+
+    @post_load
+    def _drop_empty(self, data: dict, **kwargs: Any) -> dict:
+        # Absent optional fields are not stored, so a repost with or without nulls is identical.
+        return {k: v for k, v in data.items() if v is not None}
+
+
+def duplicate_ids(items: list[dict], field: str) -> dict[int, dict[str, list[str]]]:
+    """Errors for items repeating an id already used earlier in the same batch."""
+    seen: dict[Any, int] = {}
+    errors: dict[int, dict[str, list[str]]] = {}
+    for i, item in enumerate(items):
+        value = item.get(field) if isinstance(item, dict) else None
+        if not isinstance(value, str):
+            continue
+        if value in seen:
+            errors[i] = {field: [f"repeats item {seen[value]} of this batch"]}
+        else:
+            seen[value] = i
+    return errors
+
+
+__all__ = [
+    "EXCLUDE",
+    "AssayResultSchema",
+    "EventSchema",
+    "PatientSchema",
+    "ValidationError",
+    "duplicate_ids",
+]

@@ -1,0 +1,393 @@
+"""Reads and writes of the service's Redis data, shared by the API and the worker.
+
+Every multi-key write is one Lua script, so it is atomic and lands in the AOF before Redis replies:
+a batch of results is stored whole or not at all, and the patient's version bump and dirty mark
+travel with the data (design-notes.md, "Tasks are hints; Redis state is the truth").
+Key names come from :mod:`shared.keys` only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import orjson
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from shared import keys
+
+
+def connect(url: str) -> redis.Redis:
+    """A client whose calls fail within a few seconds when Redis is down (so the API can say 503),
+    instead of redis-py's default retries with a 10 s cap."""
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=1.0,
+        socket_timeout=5.0,
+        health_check_interval=15,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 2),
+    )
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def canonical(doc: dict) -> bytes:
+    """The canonical JSON of a document: same content, same bytes (for the idempotency hash)."""
+    return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+
+
+def content_hash(doc: dict) -> str:
+    return hashlib.sha256(canonical(doc)).hexdigest()
+
+
+class StoreError(Exception):
+    """A write refused by the data already stored; carries the item index and a reason code."""
+
+    def __init__(self, code: str, index: int, value: str):
+        super().__init__(f"{code} at item {index}: {value}")
+        self.code = code
+        self.index = index
+        self.value = value
+
+
+# --- writing results ------------------------------------------------------------------------------
+
+_STORE_RESULTS = """
+-- KEYS[1] result index, KEYS[2] dirty zset, KEYS[3] enqueued zset,
+-- then per item: registration, results hash, version (3 keys).
+-- ARGV[1] now ms, then per item: result_id, patient_id, status, sha, json (5 args).
+local n = (#ARGV - 1) / 5
+local outcome = {}
+-- Pass 1 checks everything, so that a refused batch writes nothing.
+for i = 1, n do
+  local a = 1 + (i - 1) * 5
+  local rid, pid, st, sha = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local k = 3 + (i - 1) * 3
+  if redis.call('EXISTS', KEYS[k + 1]) == 0 then return {'unknown_patient', i, pid} end
+  local idx = redis.call('HGET', KEYS[1], rid)
+  if not idx then
+    outcome[i] = 'created'
+  else
+    local sep = string.find(idx, '|', 1, true)
+    local opid, osha = string.sub(idx, 1, sep - 1), string.sub(idx, sep + 1)
+    if opid ~= pid then return {'patient_mismatch', i, opid} end
+    if osha == sha then outcome[i] = 'unchanged'
+    elseif st == 'final' then return {'conflict', i, rid}
+    elseif st == 'entered-in-error' then outcome[i] = 'withdrawn'
+    else outcome[i] = 'replaced' end
+  end
+end
+-- Pass 2 writes, bumping each touched patient's version once.
+local touched, order = {}, {}
+for i = 1, n do
+  if outcome[i] ~= 'unchanged' then
+    local a = 1 + (i - 1) * 5
+    local k = 3 + (i - 1) * 3
+    redis.call('HSET', KEYS[1], ARGV[a + 1], ARGV[a + 2] .. '|' .. ARGV[a + 4])
+    redis.call('HSET', KEYS[k + 2], ARGV[a + 1], ARGV[a + 5])
+    if not touched[ARGV[a + 2]] then
+      touched[ARGV[a + 2]] = KEYS[k + 3]
+      table.insert(order, ARGV[a + 2])
+    end
+  end
+end
+local reply = {'ok', outcome}
+local versions = {}
+for _, pid in ipairs(order) do
+  local v = redis.call('INCR', touched[pid])
+  redis.call('ZADD', KEYS[2], 'NX', ARGV[1], pid)
+  local fresh = redis.call('ZADD', KEYS[3], 'NX', ARGV[1], pid)
+  table.insert(versions, {pid, v, fresh})
+end
+table.insert(reply, versions)
+return reply
+"""
+
+
+@dataclass
+class WriteOutcome:
+    """What a write did: per item its outcome, per touched patient its new version, and which
+    patients need a recompute task enqueued (they had none pending)."""
+
+    outcomes: list[str] = field(default_factory=list)
+    versions: dict[str, int] = field(default_factory=dict)
+    to_enqueue: list[str] = field(default_factory=list)
+
+
+def _decode(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _parse_versions(rows: Sequence) -> tuple[dict[str, int], list[str]]:
+    versions: dict[str, int] = {}
+    fresh: list[str] = []
+    for pid, version, added in rows:
+        versions[_decode(pid)] = int(version)
+        if int(added):
+            fresh.append(_decode(pid))
+    return versions, fresh
+
+
+def store_results(r: redis.Redis, results: Sequence[dict]) -> WriteOutcome:
+    """Store validated results atomically; raise StoreError (writing nothing) on a conflict."""
+    script_keys = [keys.RESULT_INDEX, keys.DIRTY_PATIENTS, keys.ENQUEUED_PATIENTS]
+    args: list = [now_ms()]
+    for doc in results:
+        pid = doc["patient_id"]
+        script_keys += [keys.registration(pid), keys.results(pid), keys.version(pid)]
+        args += [doc["result_id"], pid, doc["status"], content_hash(doc), canonical(doc)]
+    reply = r.eval(_STORE_RESULTS, len(script_keys), *script_keys, *args)
+    tag = _decode(reply[0])
+    if tag != "ok":
+        raise StoreError(tag, int(reply[1]) - 1, _decode(reply[2]))
+    versions, fresh = _parse_versions(reply[2])
+    return WriteOutcome([_decode(o) for o in reply[1]], versions, fresh)
+
+
+# --- registering patients -------------------------------------------------------------------------
+
+_REGISTER = """
+-- KEYS[1] registration, [2] version, [3] patients set, [4] dirty, [5] enqueued, [6] cohorts set
+-- ARGV[1] patient id, [2] document, [3] now ms, [4] cohort key prefix, [5] suffix, [6..] cohorts
+local old = redis.call('GET', KEYS[1])
+if old == ARGV[2] then return {'unchanged', tonumber(redis.call('GET', KEYS[2]) or '0'), 0} end
+if old then
+  for _, c in ipairs(cjson.decode(old)['cohorts']) do
+    redis.call('SREM', ARGV[4] .. c .. ARGV[5], ARGV[1])
+  end
+end
+for i = 6, #ARGV do
+  redis.call('SADD', ARGV[4] .. ARGV[i] .. ARGV[5], ARGV[1])
+  redis.call('SADD', KEYS[6], ARGV[i])
+end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[1])
+local v = redis.call('INCR', KEYS[2])
+redis.call('ZADD', KEYS[4], 'NX', ARGV[3], ARGV[1])
+local fresh = redis.call('ZADD', KEYS[5], 'NX', ARGV[3], ARGV[1])
+if old then return {'updated', v, fresh} end
+return {'created', v, fresh}
+"""
+
+
+def register_patient(r: redis.Redis, patient_id: str, doc: dict) -> tuple[str, WriteOutcome]:
+    """Create or replace a registration; returns ('created'|'updated'|'unchanged', outcome)."""
+    prefix, suffix = keys.cohort_members("\0").split("\0")
+    script_keys = [
+        keys.registration(patient_id),
+        keys.version(patient_id),
+        keys.PATIENTS,
+        keys.DIRTY_PATIENTS,
+        keys.ENQUEUED_PATIENTS,
+        keys.COHORTS,
+    ]
+    args = [patient_id, canonical(doc), now_ms(), prefix, suffix, *doc["cohorts"]]
+    tag, version, fresh = r.eval(_REGISTER, len(script_keys), *script_keys, *args)
+    outcome = WriteOutcome(versions={patient_id: int(version)})
+    if int(fresh):
+        outcome.to_enqueue.append(patient_id)
+    return _decode(tag), outcome
+
+
+# --- clinical events ------------------------------------------------------------------------------
+
+_ADD_EVENTS = """
+-- KEYS[1] registration, [2] events hash, [3] version, [4] dirty, [5] enqueued
+-- ARGV[1] patient id, [2] now ms, then pairs: event id, json
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'unknown_patient', 0, 0} end
+local changed = false
+for i = 3, #ARGV, 2 do
+  if redis.call('HGET', KEYS[2], ARGV[i]) ~= ARGV[i + 1] then
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+    changed = true
+  end
+end
+if not changed then return {'unchanged', tonumber(redis.call('GET', KEYS[3]) or '0'), 0} end
+local v = redis.call('INCR', KEYS[3])
+redis.call('ZADD', KEYS[4], 'NX', ARGV[2], ARGV[1])
+local fresh = redis.call('ZADD', KEYS[5], 'NX', ARGV[2], ARGV[1])
+return {'ok', v, fresh}
+"""
+
+
+def event_id(event: dict) -> str:
+    """A caller may name an event; otherwise its id is its content's hash, so a repost is a no-op."""
+    return event.get("event_id") or "ev-" + content_hash(event)[:16]
+
+
+def add_events(r: redis.Redis, patient_id: str, events: Iterable[dict]) -> WriteOutcome:
+    script_keys = [
+        keys.registration(patient_id),
+        keys.events(patient_id),
+        keys.version(patient_id),
+        keys.DIRTY_PATIENTS,
+        keys.ENQUEUED_PATIENTS,
+    ]
+    args: list = [patient_id, now_ms()]
+    for ev in events:
+        ev = {**ev, "event_id": event_id(ev)}
+        args += [ev["event_id"], canonical(ev)]
+    tag, version, fresh = r.eval(_ADD_EVENTS, len(script_keys), *script_keys, *args)
+    if _decode(tag) == "unknown_patient":
+        raise StoreError("unknown_patient", 0, patient_id)
+    outcome = WriteOutcome(versions={patient_id: int(version)})
+    if int(fresh):
+        outcome.to_enqueue.append(patient_id)
+    return outcome
+
+
+# --- reading a patient's data ---------------------------------------------------------------------
+
+
+@dataclass
+class PatientData:
+    patient_id: str
+    version: int
+    registration: dict
+    results: list[dict]
+    events: list[dict]
+
+
+def load_patient(r: redis.Redis, patient_id: str) -> PatientData | None:
+    """A consistent snapshot (MULTI/EXEC) of everything a status is computed from."""
+    pipe = r.pipeline(transaction=True)
+    pipe.get(keys.version(patient_id))
+    pipe.get(keys.registration(patient_id))
+    pipe.hvals(keys.results(patient_id))
+    pipe.hvals(keys.events(patient_id))
+    version, reg, results, events = pipe.execute()
+    if reg is None:
+        return None
+    return PatientData(
+        patient_id,
+        int(version or 0),
+        orjson.loads(reg),
+        [orjson.loads(x) for x in results],
+        [orjson.loads(x) for x in events],
+    )
+
+
+def patient_exists(r: redis.Redis, patient_id: str) -> bool:
+    return bool(r.exists(keys.registration(patient_id)))
+
+
+# --- computed status ------------------------------------------------------------------------------
+
+_COMMIT_STATUS = """
+-- KEYS[1] status, [2] status version, [3] data version, [4] dirty, [5] timeline
+-- ARGV[1] patient id, [2] data version computed from, [3] status json, [4] timeline json
+local computed = tonumber(ARGV[2])
+-- Never replace a newer status with an older one (two workers may race on one patient).
+if computed > tonumber(redis.call('GET', KEYS[2]) or '-1') then
+  redis.call('SET', KEYS[1], ARGV[3])
+  redis.call('SET', KEYS[5], ARGV[4])
+  redis.call('SET', KEYS[2], computed)
+end
+local current = tonumber(redis.call('GET', KEYS[3]) or '0')
+if current == computed then redis.call('ZREM', KEYS[4], ARGV[1]) end
+return current
+"""
+
+
+def commit_status(r: redis.Redis, patient_id: str, data_version: int, status: dict, timeline: dict) -> int:
+    """Store a status and timeline computed from ``data_version``; clear the dirty mark only if no
+    write came in meanwhile. Returns the current data version (greater means: a newer write is
+    pending, and its own task will recompute)."""
+    script_keys = [
+        keys.status(patient_id),
+        keys.status_version(patient_id),
+        keys.version(patient_id),
+        keys.DIRTY_PATIENTS,
+        keys.timeline(patient_id),
+    ]
+    args = [patient_id, data_version, orjson.dumps(status), orjson.dumps(timeline)]
+    return int(r.eval(_COMMIT_STATUS, len(script_keys), *script_keys, *args))
+
+
+def claim_recompute(r: redis.Redis, patient_id: str) -> bool:
+    """Called as a recompute task starts: from now on a new write enqueues a new task. Returns
+    whether there is anything to do (a duplicate task for a clean patient does nothing)."""
+    pipe = r.pipeline(transaction=True)
+    pipe.zrem(keys.ENQUEUED_PATIENTS, patient_id)
+    pipe.zscore(keys.DIRTY_PATIENTS, patient_id)
+    _, dirty = pipe.execute()
+    return dirty is not None
+
+
+def read_status(r: redis.Redis, patient_id: str) -> bytes | None:
+    return r.get(keys.status(patient_id))
+
+
+def read_timeline(r: redis.Redis, patient_id: str) -> bytes | None:
+    return r.get(keys.timeline(patient_id))
+
+
+def status_version(r: redis.Redis, patient_id: str) -> int:
+    return int(r.get(keys.status_version(patient_id)) or -1)
+
+
+def read_results(r: redis.Redis, patient_id: str) -> list[dict]:
+    return [orjson.loads(x) for x in r.hvals(keys.results(patient_id))]
+
+
+# --- the sweeper: tasks are hints ----------------------------------------------------------------
+
+_SWEEP = """
+-- KEYS[1] dirty, [2] enqueued; ARGV[1] now ms, [2] age ms, [3] limit
+local cutoff = tonumber(ARGV[1]) - tonumber(ARGV[2])
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff, 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for _, pid in ipairs(due) do
+  local e = redis.call('ZSCORE', KEYS[2], pid)
+  if (not e) or tonumber(e) <= cutoff then
+    redis.call('ZADD', KEYS[2], ARGV[1], pid)
+    table.insert(out, pid)
+  end
+end
+return out
+"""
+
+
+def patients_to_requeue(r: redis.Redis, older_than_s: float, limit: int = 1000) -> list[str]:
+    """Dirty patients whose recompute has been pending longer than ``older_than_s`` with no task
+    enqueued since: their task was lost (a killed worker, a crash between write and enqueue)."""
+    reply = r.eval(
+        _SWEEP, 2, keys.DIRTY_PATIENTS, keys.ENQUEUED_PATIENTS, now_ms(), int(older_than_s * 1000), limit
+    )
+    return [_decode(p) for p in reply]
+
+
+# --- work tracking and workers --------------------------------------------------------------------
+
+
+def track_tasks(r: redis.Redis, tasks: dict[str, tuple[str, int]], ttl_s: int) -> None:
+    """Record, per tracking id, which patient must reach which data version."""
+    pipe = r.pipeline(transaction=False)
+    for task_id, (patient_id, version) in tasks.items():
+        doc = {"patient_id": patient_id, "version": version, "created_ms": now_ms()}
+        pipe.set(keys.task(task_id), orjson.dumps(doc), ex=ttl_s)
+    pipe.execute()
+
+
+def read_task(r: redis.Redis, task_id: str) -> dict | None:
+    raw = r.get(keys.task(task_id))
+    if raw is None:
+        return None
+    doc = orjson.loads(raw)
+    doc["status_version"] = status_version(r, doc["patient_id"])
+    return doc
+
+
+def heartbeat(r: redis.Redis, worker: str) -> None:
+    r.zadd(keys.WORKERS, {worker: now_ms()})
+
+
+def live_workers(r: redis.Redis, within_s: float) -> dict[str, int]:
+    rows = r.zrangebyscore(keys.WORKERS, now_ms() - int(within_s * 1000), "+inf", withscores=True)
+    return {_decode(w): int(s) for w, s in rows}

@@ -1,0 +1,58 @@
+"""Fixtures: a real redis-server and a real Celery worker, started by the tests themselves."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from tests.procs import RedisServer, Worker
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def worker(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    w = Worker(redis_url, "main", tmp_path_factory.mktemp("logs"))
+    w.start()
+    yield w
+    w.stop()
+
+
+@pytest.fixture(scope="session")
+def app(redis_url: str):
+    os.environ["REDIS_URL"] = redis_url
+    from services.api import create_app
+    from shared.config import load_settings
+
+    return create_app(load_settings())
+
+
+@pytest.fixture
+def client(app, worker):
+    return app.test_client()
+
+
+@pytest.fixture
+def r(redis_url: str) -> redis.Redis:
+    return redis.Redis.from_url(redis_url)
+
+
+@pytest.fixture
+def pid() -> str:
+    """A fresh patient id, so tests sharing one Redis never see each other's patients."""
+    return f"P-{uuid.uuid4().hex[:12]}"
