@@ -1,0 +1,35 @@
+# Shared by scripts/run and scripts/test: find Python 3.11+, make .venv, make sure redis-server exists.
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV="$ROOT/.venv"
+
+find_python() {
+  for candidate in python3.11 python3.12 python3.13 python3; do
+    if command -v "$candidate" >/dev/null 2>&1 &&
+      "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  echo "Python 3.11 or newer is required" >&2
+  return 1
+}
+
+# ensure_venv EXTRAS: create .venv if needed and install the project (editable) with EXTRAS.
+ensure_venv() {
+  local extras=${1:-}
+  if [ ! -x "$VENV/bin/python" ]; then
+    "$(find_python)" -m venv "$VENV"
+  fi
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet -e "$ROOT$extras"
+}
+
+# ensure_redis_server: the tests and the local run start their own redis-server.
+ensure_redis_server() {
+  if command -v redis-server >/dev/null 2>&1; then return 0; fi
+  echo "redis-server not found: installing it from the distribution's packages" >&2
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq redis-server >/dev/null
+}
