@@ -30,16 +30,32 @@ PATIENT = "BENCH-001"
 def seed(url: str) -> None:
     """A realistic status document: a patient with two years of quarterly results."""
     r = store.connect(url)
-    reg = {"patient_id": PATIENT, "cohorts": ["BENCH"], "enrolled_on": "2023-01-02", "tki": "imatinib",
-           "tki_started_on": "2020-03-01", "dose_mg": 400.0}  # fmt: skip
+    reg = {
+        "patient_id": PATIENT,
+        "cohorts": ["BENCH"],
+        "enrolled_on": "2023-01-02",
+        "tki": "imatinib",
+        "tki_started_on": "2020-03-01",
+        "dose_mg": 400.0,
+    }
     store.register_patient(r, PATIENT, reg)
     results = [
-        {"result_id": f"B-{i}", "patient_id": PATIENT, "collected_at": f"{2023 + i // 4}-{1 + 3 * (i % 4):02d}-10",
-         "control_gene": "ABL1", "control_copies": 90000.0, "bcr_abl1_copies": float(40 - 3 * i),
-         "is_percent": None, "conversion_factor": 1.0, "status": "final", "lab": None, "assay": None,
-         "transcript": "e14a2"}
+        {
+            "result_id": f"B-{i}",
+            "patient_id": PATIENT,
+            "collected_at": f"{2023 + i // 4}-{1 + 3 * (i % 4):02d}-10",
+            "control_gene": "ABL1",
+            "control_copies": 90000.0,
+            "bcr_abl1_copies": float(40 - 3 * i),
+            "is_percent": None,
+            "conversion_factor": 1.0,
+            "status": "final",
+            "lab": None,
+            "assay": None,
+            "transcript": "e14a2",
+        }
         for i in range(8)
-    ]  # fmt: skip
+    ]
     store.store_results(r, results)
     data = store.load_patient(r, PATIENT)
     status, timeline = documents.patient_documents(data)
@@ -65,8 +81,10 @@ def serve(app: str, port: int, env: dict) -> subprocess.Popen:
 def wrk(port: int, seconds: int) -> float:
     out = subprocess.run(
         ["wrk", "-t1", "-c4", f"-d{seconds}s", f"http://127.0.0.1:{port}/v1/patients/{PATIENT}/status"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
 

@@ -27,15 +27,28 @@ def demo_patients(n: int = 12, seed: int = 7) -> list[tuple[str, dict, list[dict
     for i in range(1, n + 1):
         pid = f"DEMO-{i:03d}"
         enrolled = date(2024, 1, 8) + timedelta(days=7 * i)
-        reg = {"cohorts": ["DEMO"], "enrolled_on": enrolled.isoformat(), "tki": "imatinib",
-               "tki_started_on": (enrolled - timedelta(days=900 + 30 * i)).isoformat(), "dose_mg": 400}  # fmt: skip
+        reg = {
+            "cohorts": ["DEMO"],
+            "enrolled_on": enrolled.isoformat(),
+            "tki": "imatinib",
+            "tki_started_on": (enrolled - timedelta(days=900 + 30 * i)).isoformat(),
+            "dose_mg": 400,
+        }
         copies = rng.choice([60, 40, 25, 15])  # per 100,000 ABL1: MMR, not MR4.5
         results = []
         for visit in range(5):
             when = enrolled + timedelta(days=91 * visit)
-            results.append({"result_id": f"{pid}-V{visit}", "patient_id": pid, "collected_at": when.isoformat(),
-                            "control_gene": "ABL1", "control_copies": rng.randint(60000, 140000),
-                            "bcr_abl1_copies": copies, "lab": "DEMO-LAB"})  # fmt: skip
+            results.append(
+                {
+                    "result_id": f"{pid}-V{visit}",
+                    "patient_id": pid,
+                    "collected_at": when.isoformat(),
+                    "control_gene": "ABL1",
+                    "control_copies": rng.randint(60000, 140000),
+                    "bcr_abl1_copies": copies,
+                    "lab": "DEMO-LAB",
+                }
+            )
             copies = max(0, copies - rng.choice([0, 5, 10, 20]))
         out.append((pid, reg, results))
     return out

@@ -1,0 +1,276 @@
+"""Eligibility rules: ACTIM trial entry (clinical-rules.md s.5) and ELN 2020 TFR requirements (s.4).
+
+Every criterion is {"met": True | False | None, "detail": str}; None means "cannot be told from the data".
+A set of criteria combines tri-state: False if any is False, else None if any is None, else True.
+Durations are exact on whole days with months = days / 30.4375 (clinical-rules.md s.6).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from datetime import date
+from fractions import Fraction
+from typing import Any
+
+from shared.clinical.milestones import failures_after_12m
+from shared.clinical.response import MMR_THRESHOLD, MR4_5_THRESHOLD, at_least
+from shared.clinical.scored import ScoredResult
+from shared.clinical.therapy import SECOND_GENERATION_TKIS, Event, TkiCourse, first_line_status
+from shared.clinical.timeline import days_between, parse_date, years_to_days
+
+# ACTIM entry (EudraCT 2009-011675-79): imatinib for at least 2 years at a stable daily dose.
+ACTIM_TKI = "imatinib"
+ACTIM_STABLE_DAYS = years_to_days(2)  # 730.5 days
+
+# ELN 2020 requirements for TKI discontinuation (Hochhaus 2020, TFR section).
+TFR_TKI_DAYS = years_to_days(5)  # > 5 years of TKI
+TFR_TKI_DAYS_2G = years_to_days(4)  # > 4 years for second-generation TKIs
+TFR_DMR_DAYS_MINIMAL = years_to_days(2)  # MR4 or deeper lasting > 2 years
+TFR_DMR_DAYS_MR4 = years_to_days(3)  # optimal: > 3 years if MR4
+TFR_DMR_DAYS_MR4_5 = years_to_days(2)  # optimal: > 2 years if MR4.5
+TYPICAL_TRANSCRIPTS = frozenset({"e13a2", "e14a2"})
+
+
+def criterion(met: bool | None, detail: str) -> dict[str, Any]:
+    return {"met": met, "detail": detail}
+
+
+def combine(values: Sequence[bool | None]) -> bool | None:
+    if any(v is False for v in values):
+        return False
+    if any(v is None for v in values):
+        return None
+    return True
+
+
+def _years(days: Fraction) -> str:
+    return f"{float(days / years_to_days(1)):g} years ({float(days):g} days)"
+
+
+# ---- ACTIM (clinical-rules.md section 5) ----
+
+
+def actim_eligibility(
+    registration: Mapping[str, Any],
+    course: TkiCourse,
+    events: Sequence[Event],
+    results: Sequence[ScoredResult],
+    assessed_on: date | None,
+) -> dict[str, Any]:
+    latest = results[-1] if results else None
+    criteria = {
+        "imatinib_2_years_stable_dose": _actim_imatinib(registration, course, events, assessed_on),
+        "in_mmr": _actim_in_mmr(latest),
+        "not_in_mr4_5": _actim_not_mr4_5(latest),
+    }
+    return {"eligible": combine([c["met"] for c in criteria.values()]), "criteria": criteria}
+
+
+def _actim_imatinib(
+    registration: Mapping[str, Any], course: TkiCourse, events: Sequence[Event], assessed_on: date | None
+) -> dict[str, Any]:
+    if course.current_tki is None:
+        return criterion(None, "TKI not recorded")
+    if course.current_tki != ACTIM_TKI:
+        return criterion(False, f"current TKI is {course.current_tki}, not imatinib")
+    if not course.on_tki:
+        return criterion(False, "not on TKI (stopped)")
+    started = registration.get("tki_started_on")
+    if started is None or assessed_on is None:
+        return criterion(None, "TKI start date not recorded")
+    days_on = days_between(parse_date(started), assessed_on)
+    if days_on < ACTIM_STABLE_DAYS:
+        return criterion(
+            False, f"on TKI {days_on} days by {assessed_on.isoformat()}, fewer than 730.5 (2 years)"
+        )
+    for event in reversed(events):
+        # Any drug or dose change, or a stop, within the last 2 years breaks "2 years at a stable dose".
+        if (
+            event.type in ("tki_changed", "tki_stopped")
+            and days_between(event.on, assessed_on) < ACTIM_STABLE_DAYS
+        ):
+            return criterion(
+                False, f"{event.type} on {event.on.isoformat()}, within 2 years of {assessed_on.isoformat()}"
+            )
+    return criterion(
+        True, f"imatinib at a stable dose for >= 2 years (730.5 days) by {assessed_on.isoformat()}"
+    )
+
+
+def _actim_in_mmr(latest: ScoredResult | None) -> dict[str, Any]:
+    if latest is None:
+        return criterion(None, "no result")
+    value = latest.classification.upper_is_percent_exact
+    met = value <= MMR_THRESHOLD
+    return criterion(
+        met,
+        f"latest result {latest.result_id}: {latest.classification.level}, IS{' <=' if met else ' >'} 0.1%",
+    )
+
+
+def _actim_not_mr4_5(latest: ScoredResult | None) -> dict[str, Any]:
+    if latest is None:
+        return criterion(None, "no result")
+    c = latest.classification
+    if c.detectable:
+        # ACTIM: "not in MR4.5" is IS% > 0.0032%, compared exactly on the measured value (even when an
+        # inadequate sample caps the scored level at MMR, the measurement itself is in the MR4.5 range).
+        met = c.is_percent_exact > MR4_5_THRESHOLD
+        return criterion(met, f"latest result {latest.result_id}: IS{' >' if met else ' <='} 0.0032%")
+    # Undetectable: the Cross 2015 band decides (e.g. 10,000-31,999 ABL1 copies is scored MR4, not MR4.5).
+    met = not at_least(c.level, "MR4.5")
+    return criterion(met, f"latest result {latest.result_id}: undetectable, scored {c.level}")
+
+
+# ---- TFR (clinical-rules.md section 4) ----
+
+
+def tfr_eligibility(
+    registration: Mapping[str, Any],
+    course: TkiCourse,
+    events: Sequence[Event],
+    results: Sequence[ScoredResult],
+    milestones: Sequence[Mapping[str, Any]],
+    assessed_on: date | None,
+) -> dict[str, Any]:
+    tki_days = _tki_days(registration, course, assessed_on)
+    minimal = {
+        "first_line_tki": criterion(*first_line_status(registration, events)),
+        "typical_transcript": _typical_transcript(results),
+        "tki_duration": _tki_duration(course.current_tki, tki_days),
+        "dmr_over_2_years": _dmr_minimal(results, assessed_on),
+        "no_prior_failure": _no_prior_failure(registration, events, results, milestones),
+    }
+    minimal_eligible = combine([c["met"] for c in minimal.values()])
+    optimal = {
+        "tki_over_5_years": _over(tki_days, TFR_TKI_DAYS, "TKI therapy"),
+        "dmr_duration": _dmr_optimal(results, assessed_on),
+    }
+    return {
+        "mandatory": criterion(None, "not assessed: not derivable from assays"),
+        "minimal": {"eligible": minimal_eligible, "criteria": minimal},
+        # Optimal is in addition to minimal (ELN 2020), so it cannot be True while minimal is not.
+        "optimal": {
+            "eligible": combine([minimal_eligible, *[c["met"] for c in optimal.values()]]),
+            "criteria": optimal,
+        },
+        "tki_stopped": None if course.last_stopped_on is None else course.last_stopped_on.isoformat(),
+        "note": _tfr_note(course),
+    }
+
+
+def _tfr_note(course: TkiCourse) -> str:
+    if course.last_stopped_on is None:
+        return "TKI not stopped; mandatory criteria are not derivable from assays"
+    if course.on_tki:
+        return f"TKI stopped on {course.last_stopped_on.isoformat()} and since restarted"
+    return f"TKI stopped on {course.last_stopped_on.isoformat()}: treatment-free remission under way"
+
+
+def _tki_days(registration: Mapping[str, Any], course: TkiCourse, assessed_on: date | None) -> int | None:
+    started = registration.get("tki_started_on")
+    if started is None or assessed_on is None:
+        return None
+    # Off TKI (TFR under way), the therapy that counts ended at the stop.
+    end = course.last_stopped_on if not course.on_tki and course.last_stopped_on is not None else assessed_on
+    return days_between(parse_date(started), end)
+
+
+def _over(days: int | None, threshold: Fraction, what: str) -> dict[str, Any]:
+    if days is None:
+        return criterion(None, f"{what}: start date not recorded")
+    met = days > threshold
+    return criterion(
+        met, f"{what} {days} days, {'more than' if met else 'not more than'} {_years(threshold)}"
+    )
+
+
+def _tki_duration(current_tki: str | None, days: int | None) -> dict[str, Any]:
+    if days is None:
+        return criterion(None, "TKI start date not recorded")
+    if current_tki in SECOND_GENERATION_TKIS:
+        return _over(days, TFR_TKI_DAYS_2G, f"TKI therapy ({current_tki}, second generation)")
+    if current_tki is not None:
+        return _over(days, TFR_TKI_DAYS, f"TKI therapy ({current_tki})")
+    # Unknown drug: decide only where both thresholds agree.
+    if days > TFR_TKI_DAYS:
+        return criterion(True, f"TKI therapy {days} days, more than 5 years")
+    if days <= TFR_TKI_DAYS_2G:
+        return criterion(False, f"TKI therapy {days} days, not more than 4 years")
+    return criterion(None, f"TKI therapy {days} days: > 4 but <= 5 years and the TKI is not recorded")
+
+
+def _typical_transcript(results: Sequence[ScoredResult]) -> dict[str, Any]:
+    stated = sorted({r.transcript.strip().lower() for r in results if r.transcript and r.transcript.strip()})
+    if not stated:
+        return criterion(None, "no result states the transcript")
+    # "e13a2/e14a2" (both expressed) is typical; any other junction (e1a2, e19a2, ...) is atypical.
+    atypical = [t for t in stated if not set(re.split(r"[\s/+,;&]+", t)) - {"", "and"} <= TYPICAL_TRANSCRIPTS]
+    if atypical:
+        return criterion(False, f"atypical transcript stated: {', '.join(atypical)}")
+    return criterion(True, f"typical transcript: {', '.join(stated)}")
+
+
+def current_run_start(results: Sequence[ScoredResult], level: str) -> ScoredResult | None:
+    """First result of the unbroken run of results at `level` or deeper that ends with the latest result."""
+    start = None
+    for result in reversed(results):
+        if not at_least(result.classification.level, level):
+            break
+        start = result
+    return start
+
+
+def _run_days(results: Sequence[ScoredResult], level: str, assessed_on: date | None) -> int | None:
+    start = current_run_start(results, level)
+    if start is None or assessed_on is None:
+        return None
+    return days_between(start.collected_on, assessed_on)
+
+
+def _dmr_minimal(results: Sequence[ScoredResult], assessed_on: date | None) -> dict[str, Any]:
+    if not results:
+        return criterion(None, "no result")
+    days = _run_days(results, "MR4", assessed_on)
+    if days is None:
+        return criterion(False, "latest result is not MR4 or deeper")
+    met = days > TFR_DMR_DAYS_MINIMAL
+    verdict = "more than" if met else "not more than"
+    return criterion(met, f"MR4 or deeper for {days} days, {verdict} {_years(TFR_DMR_DAYS_MINIMAL)}")
+
+
+def _dmr_optimal(results: Sequence[ScoredResult], assessed_on: date | None) -> dict[str, Any]:
+    if not results:
+        return criterion(None, "no result")
+    mr4_days = _run_days(results, "MR4", assessed_on)
+    mr45_days = _run_days(results, "MR4.5", assessed_on)
+    if mr45_days is not None and mr45_days > TFR_DMR_DAYS_MR4_5:
+        return criterion(True, f"MR4.5 or deeper for {mr45_days} days, more than 2 years")
+    if mr4_days is not None and mr4_days > TFR_DMR_DAYS_MR4:
+        return criterion(True, f"MR4 or deeper for {mr4_days} days, more than 3 years")
+    return criterion(
+        False,
+        f"MR4 or deeper for {mr4_days or 0} days (needs > 3 years), MR4.5 or deeper for {mr45_days or 0} days"
+        " (needs > 2 years)",
+    )
+
+
+def _no_prior_failure(
+    registration: Mapping[str, Any],
+    events: Sequence[Event],
+    results: Sequence[ScoredResult],
+    milestones: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    progression = [e for e in events if e.type == "progression"]
+    if progression:
+        return criterion(False, f"progression recorded on {progression[0].on.isoformat()} (ELN 2020 failure)")
+    started = registration.get("tki_started_on")
+    if started is None:
+        return criterion(None, "TKI start date not recorded: milestones not assessable")
+    failed = [m["milestone"] for m in milestones if m["assessment"] == "failure"]
+    later = failures_after_12m(parse_date(started), results)
+    if failed or later:
+        where = failed + [f"result {r.result_id} > 1% on {r.collected_on.isoformat()}" for r in later]
+        return criterion(False, f"ELN 2020 failure: {', '.join(dict.fromkeys(where))}")
+    return criterion(True, "no ELN 2020 milestone failure")

@@ -1,0 +1,61 @@
+"""Scored results: one stored result dict plus its Cross 2015 classification, in a deterministic order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from shared.clinical.response import Classification, classify_result
+from shared.clinical.timeline import parse_date
+
+# Results with this status stay stored for audit but are excluded from every computation.
+WITHDRAWN_STATUS = "entered-in-error"
+
+
+@dataclass(frozen=True)
+class ScoredResult:
+    result_id: str
+    collected_at: str
+    collected_on: date
+    classification: Classification
+    transcript: str | None = None
+
+    def sort_key(self) -> tuple[date, str, str]:
+        # Day as written first; then the original string (orders times within a day); then result_id, so
+        # the order never depends on the order the store returned the results in.
+        return (self.collected_on, self.collected_at, self.result_id)
+
+
+def score_result(raw: Mapping[str, Any]) -> ScoredResult:
+    """Classify one stored result dict (the API has already validated its fields)."""
+    cf = raw.get("conversion_factor")
+    classification = classify_result(
+        control_gene=raw["control_gene"],
+        control_copies=raw["control_copies"],
+        bcr_abl1_copies=raw.get("bcr_abl1_copies"),
+        is_percent=raw.get("is_percent"),
+        conversion_factor=1 if cf is None else cf,
+    )
+    collected_at = raw["collected_at"]
+    return ScoredResult(
+        result_id=str(raw["result_id"]),
+        collected_at=str(collected_at),
+        collected_on=parse_date(collected_at),
+        classification=classification,
+        transcript=raw.get("transcript"),
+    )
+
+
+def score_results(raw_results: Iterable[Mapping[str, Any]]) -> tuple[list[ScoredResult], int]:
+    """(included results sorted by (collected_at, result_id), count of entered-in-error results)."""
+    included: list[ScoredResult] = []
+    withdrawn = 0
+    for raw in raw_results:
+        if raw.get("status") == WITHDRAWN_STATUS:
+            withdrawn += 1
+            continue
+        included.append(score_result(raw))
+    included.sort(key=ScoredResult.sort_key)
+    return included, withdrawn

@@ -1,0 +1,155 @@
+"""A patient's molecular-response status document, recomputed from the whole stored history.
+
+Pure and deterministic: the same registration, results and events (in any order) give the same document.
+There is no "now": the assessment date `assessed_on` is the later of the latest included result's collection
+date and the latest event date; with neither, the later of tki_started_on and enrolled_on (None if both are
+missing). Every duration and "not yet due" is judged at that date.
+
+Rules and sources: clinical-rules.md (Cross 2015 scoring, ELN 2020 milestones/TFR, ELN 2013 loss of MMR,
+ACTIM entry). Results with status "entered-in-error" are excluded from every computation and only counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import date
+from typing import Any
+
+from shared.clinical.eligibility import actim_eligibility, tfr_eligibility
+from shared.clinical.milestones import assess_milestones, current_assessment
+from shared.clinical.response import LEVELS, MMR_THRESHOLD, at_least, level_rank
+from shared.clinical.scored import ScoredResult, score_results
+from shared.clinical.therapy import Event, parse_events, tki_course
+from shared.clinical.timeline import iso, months_between, parse_date
+
+FIRST_REACHED_LEVELS = ("MMR", "MR4", "MR4.5", "MR5")
+# ELN 2013 (Baccarani, Blood 2013): a loss of MMR is confirmed by two consecutive results > 0.1%, one >= 1%.
+CONFIRMED_LOSS_ONE_AT_LEAST = 1
+
+
+def patient_status(
+    registration: Mapping[str, Any],
+    results: Sequence[Mapping[str, Any]],
+    events: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """JSON-ready status document for one patient (see the module docstring for `assessed_on`).
+
+    `eln_assessment` is the assessment of the most recent assessed milestone: ELN 2020 reports the status at
+    the current time point, not the worst one ever seen (earlier failures remain visible in `milestones` and
+    in the TFR criterion "no_prior_failure").
+    """
+    scored, withdrawn = score_results(results)
+    timeline = parse_events(events)
+    enrolled_on = _optional_date(registration.get("enrolled_on"))
+    tki_started_on = _optional_date(registration.get("tki_started_on"))
+    assessed_on = _assessed_on(scored, timeline, enrolled_on, tki_started_on)
+    course = tki_course(registration, timeline)
+    milestones, milestones_reason = _milestones(tki_started_on, scored, assessed_on)
+    current = current_assessment(milestones)
+    latest = scored[-1] if scored else None
+    return {
+        "patient_id": registration["patient_id"],
+        "assessed_on": iso(assessed_on),
+        "results_count": len(scored),
+        "results_withdrawn": withdrawn,
+        "response_level": None if latest is None else latest.classification.level,
+        "is_percent": None if latest is None else latest.classification.is_percent,
+        "latest_result": None if latest is None else _result_view(latest),
+        **_best(scored),
+        "first_reached": {level: _first_reached(scored, level) for level in FIRST_REACHED_LEVELS},
+        "months_from_enrollment": _months(enrolled_on, assessed_on),
+        "months_from_tki_start": _months(tki_started_on, assessed_on),
+        "loss_of_mmr": loss_of_mmr(scored),
+        "milestones": milestones,
+        "milestones_reason": milestones_reason,
+        "eln_assessment": None if current is None else current["assessment"],
+        "eln_assessment_milestone": None if current is None else current["milestone"],
+        "actim_eligible": actim_eligibility(registration, course, timeline, scored, assessed_on),
+        "tfr_eligibility": tfr_eligibility(registration, course, timeline, scored, milestones, assessed_on),
+        "events": [event.to_dict() for event in timeline],
+        "on_tki": course.on_tki,
+    }
+
+
+def _optional_date(value: str | None) -> date | None:
+    return None if value is None else parse_date(value)
+
+
+def _assessed_on(
+    scored: Sequence[ScoredResult], timeline: Sequence[Event], enrolled_on: date | None, started: date | None
+) -> date | None:
+    observed = [r.collected_on for r in scored] + [e.on for e in timeline]
+    if observed:
+        return max(observed)
+    fallback = [d for d in (enrolled_on, started) if d is not None]
+    return max(fallback) if fallback else None
+
+
+def _months(start: date | None, end: date | None) -> float | None:
+    return None if start is None or end is None else months_between(start, end)
+
+
+def _result_view(result: ScoredResult) -> dict[str, Any]:
+    return {
+        "result_id": result.result_id,
+        "collected_at": result.collected_at,
+        "collected_on": result.collected_on.isoformat(),
+        **result.classification.to_dict(),
+    }
+
+
+def _best(scored: Sequence[ScoredResult]) -> dict[str, Any]:
+    if not scored:
+        return {"best_level": None, "best_level_on": None}
+    best = max((r.classification.level for r in scored), key=level_rank)
+    return {"best_level": best, "best_level_on": _first_reached(scored, best)}
+
+
+def _first_reached(scored: Sequence[ScoredResult], level: str) -> str | None:
+    for result in scored:
+        if at_least(result.classification.level, level):
+            return result.collected_on.isoformat()
+    return None
+
+
+def _milestones(
+    tki_started_on: date | None, scored: Sequence[ScoredResult], assessed_on: date | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    if tki_started_on is None or assessed_on is None:
+        return [], "tki_started_on not recorded: ELN 2020 milestones count from the start of TKI therapy"
+    return assess_milestones(tki_started_on, scored, assessed_on), None
+
+
+def _is_loss(result: ScoredResult) -> bool:
+    # Only a detectable result > 0.1% shows a loss: an undetectable result of poor sensitivity does not.
+    exact = result.classification.is_percent_exact
+    return exact is not None and exact > MMR_THRESHOLD
+
+
+def loss_of_mmr(scored: Sequence[ScoredResult]) -> dict[str, Any]:
+    """Loss of MMR after MMR was first reached (clinical-rules.md s.3).
+
+    Single loss: any later result > 0.1% (ELN 2020: warning on TKI; trigger to resume TKI in TFR).
+    Confirmed loss: two consecutive results > 0.1%, one of them >= 1% (ELN 2013, Baccarani Blood 2013).
+    """
+    first_mmr = next((i for i, r in enumerate(scored) if at_least(r.classification.level, "MMR")), None)
+    after = [] if first_mmr is None else list(scored[first_mmr + 1 :])
+    losses = [r for r in after if _is_loss(r)]
+    confirmed_on = None
+    for earlier, later in zip(after, after[1:], strict=False):
+        pair = (earlier, later)
+        if all(_is_loss(r) for r in pair) and any(
+            r.classification.is_percent_exact >= CONFIRMED_LOSS_ONE_AT_LEAST for r in pair
+        ):
+            confirmed_on = later.collected_on
+            break
+    return {
+        "lost": bool(losses),
+        "first_lost_on": losses[0].collected_on.isoformat() if losses else None,
+        "confirmed": confirmed_on is not None,
+        "confirmed_on": iso(confirmed_on),
+        "current": bool(after) and _is_loss(after[-1]),
+    }
+
+
+__all__ = ["LEVELS", "loss_of_mmr", "patient_status"]

@@ -1,0 +1,242 @@
+"""patient_status: exclusion of entered-in-error, determinism, loss of MMR, summary keys."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import pytest
+
+from shared.clinical.response import at_least
+from shared.clinical.status import patient_status
+from tests.clinical.helpers import PATIENT, day, event, registration, result, undetectable
+
+
+def _history() -> list[dict[str, Any]]:
+    return [
+        result("r1", 90, is_percent=8.0),
+        result("r2", 180, is_percent=0.5),
+        result("r3", 365, is_percent=0.08),  # MMR
+        result("r4", 540, is_percent=0.008),  # MR4
+        undetectable("r5", 720, control_copies=40_000),  # MR4.5 band
+        result("r6", 900, is_percent=0.02),  # back to MMR
+    ]
+
+
+def _status(results: list[dict[str, Any]], events: list[dict[str, Any]] | None = None, **reg: Any) -> dict:
+    return patient_status(registration(**reg), results, events or [])
+
+
+# ---- basic document ----
+
+
+def test_latest_and_best() -> None:
+    s = _status(_history())
+    assert s["patient_id"] == PATIENT
+    assert s["results_count"] == 6 and s["results_withdrawn"] == 0
+    assert s["response_level"] == "MMR" and s["is_percent"] == pytest.approx(0.02)
+    assert s["latest_result"]["result_id"] == "r6"
+    assert s["best_level"] == "MR4.5" and s["best_level_on"] == day(720)
+    assert s["first_reached"] == {"MMR": day(365), "MR4": day(540), "MR4.5": day(720), "MR5": None}
+
+
+def test_latest_result_fields() -> None:
+    latest = _status(_history())["latest_result"]
+    for key in (
+        "result_id",
+        "collected_at",
+        "level",
+        "is_percent",
+        "mr_value",
+        "detectable",
+        "sensitivity_percent",
+        "adequate",
+        "reason",
+    ):
+        assert key in latest
+    assert latest["detectable"] is True and latest["adequate"] is True
+
+
+def test_first_reached_counts_deeper_levels() -> None:
+    # A first result in MR5 means MMR, MR4 and MR4.5 were all first reached on that day too.
+    s = _status([result("a", 100, is_percent=0.0005)])
+    assert set(s["first_reached"].values()) == {day(100)}
+
+
+def test_assessed_on_is_latest_result_or_event() -> None:
+    assert _status(_history())["assessed_on"] == day(900)
+    s = _status(_history(), [event("e1", "tki_changed", 1000, dose_mg=300)])
+    assert s["assessed_on"] == day(1000)
+    assert s["months_from_tki_start"] == pytest.approx(1000 / 30.4375)
+    assert s["months_from_enrollment"] == pytest.approx(1000 / 30.4375)
+
+
+def test_assessed_on_falls_back_to_registration_dates() -> None:
+    s = _status([], enrolled_on=day(10), tki_started_on=day(3))
+    assert s["assessed_on"] == day(10)
+    assert s["results_count"] == 0 and s["response_level"] is None and s["latest_result"] is None
+    assert s["months_from_enrollment"] == 0.0
+    s = _status([], enrolled_on=None, tki_started_on=None)
+    assert s["assessed_on"] is None and s["months_from_tki_start"] is None
+
+
+def test_missing_tki_start_gives_no_milestones_with_reason() -> None:
+    s = _status(_history(), tki_started_on=None)
+    assert s["milestones"] == [] and "tki_started_on" in s["milestones_reason"]
+    assert s["eln_assessment"] is None
+    assert s["months_from_tki_start"] is None
+
+
+def test_eln_assessment_is_most_recent_milestone() -> None:
+    # 6 months > 10% is failure; by 12 months in MMR: ELN reports the current time point (optimal).
+    results = [result("a", 183, is_percent=20.0), result("b", 365, is_percent=0.05)]
+    s = _status(results)
+    assert [m["assessment"] for m in s["milestones"]][1:3] == ["failure", "optimal"]
+    assert s["eln_assessment"] == "optimal" and s["eln_assessment_milestone"] == "12m"
+
+
+def test_events_sorted_and_on_tki() -> None:
+    events = [
+        event("e2", "tki_changed", 800, tki="imatinib", reason="restart after TFR"),
+        event("e1", "tki_stopped", 600),
+    ]
+    s = _status(_history(), events)
+    assert [(e["type"], e["date"]) for e in s["events"]] == [
+        ("tki_stopped", day(600)),
+        ("tki_changed", day(800)),
+    ]
+    assert s["on_tki"] is True
+    stopped = _status(_history(), [event("e1", "tki_stopped", 600)])
+    assert stopped["on_tki"] is False
+    assert stopped["tfr_eligibility"]["tki_stopped"] == day(600)
+    assert "under way" in stopped["tfr_eligibility"]["note"]
+
+
+# ---- entered-in-error and corrections ----
+
+
+def test_entered_in_error_excluded_everywhere() -> None:
+    withdrawn = result("bad", 1200, is_percent=25.0, status="entered-in-error")
+    s = _status([*_history(), withdrawn])
+    assert s == {**_status(_history()), "results_withdrawn": 1}
+    assert s["assessed_on"] == day(900)  # its date does not move the assessment date
+
+
+def test_entered_in_error_deep_result_does_not_count_as_reached() -> None:
+    deep = undetectable("bad", 400, control_copies=150_000, status="entered-in-error")
+    s = _status([result("a", 300, is_percent=0.5), deep])
+    assert s["first_reached"]["MR5"] is None and s["best_level"] == "MR2"
+
+
+@pytest.mark.parametrize("status", ["final", "amended", "corrected"])
+def test_amended_and_corrected_results_count(status: str) -> None:
+    s = _status([result("a", 300, is_percent=0.05, status=status)])
+    assert s["results_count"] == 1 and s["response_level"] == "MMR"
+
+
+def test_uses_the_version_it_is_given() -> None:
+    original = result("a", 365, is_percent=0.5)
+    amended = result("a", 365, is_percent=0.05, status="amended")
+    assert _status([original])["milestones"][2]["assessment"] == "warning"
+    assert _status([amended])["milestones"][2]["assessment"] == "optimal"
+
+
+# ---- determinism ----
+
+
+def test_idempotent_and_order_independent() -> None:
+    results = _history()
+    events = [event("e2", "tki_changed", 500, dose_mg=300), event("e1", "add_on_started", 500, note="pio")]
+    first = _status(results, events)
+    assert _status(results, events) == first
+    rng = random.Random(7)
+    for _ in range(5):
+        shuffled_r, shuffled_e = results[:], events[:]
+        rng.shuffle(shuffled_r)
+        rng.shuffle(shuffled_e)
+        assert _status(shuffled_r, shuffled_e) == first
+
+
+def test_inputs_not_mutated() -> None:
+    results, events = _history(), [event("e1", "tki_changed", 500, dose_mg=300)]
+    before = json.dumps([results, events], sort_keys=True)
+    _status(results, events)
+    assert json.dumps([results, events], sort_keys=True) == before
+
+
+def _json_types_only(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _json_types_only(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_json_types_only(v) for v in value)
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def test_output_is_json_ready() -> None:
+    s = _status(_history(), [event("e1", "tki_stopped", 1000)])
+    assert _json_types_only(s)
+    assert json.loads(json.dumps(s, allow_nan=False)) == s
+
+
+def test_datetime_collected_at_uses_date_as_written() -> None:
+    late = result("a", 365, is_percent=0.05, collected_at=day(365) + "T23:30:00-05:00")
+    s = _status([late])
+    assert s["assessed_on"] == day(365)
+    assert s["latest_result"]["collected_at"] == day(365) + "T23:30:00-05:00"
+
+
+# ---- loss of MMR (ELN 2020 single; ELN 2013 confirmed) ----
+
+
+def _loss(values: list[float]) -> dict[str, Any]:
+    results = [result(f"r{i:02d}", 400 + 90 * i, is_percent=v) for i, v in enumerate(values)]
+    return _status(results)["loss_of_mmr"]
+
+
+def test_no_loss_without_mmr_first() -> None:
+    assert _loss([0.5, 2.0, 5.0])["lost"] is False
+
+
+def test_exactly_0_1_after_mmr_is_not_a_loss() -> None:
+    assert _loss([0.05, 0.1])["lost"] is False
+
+
+def test_single_loss() -> None:
+    loss = _loss([0.05, 0.1000001])
+    assert loss["lost"] is True and loss["first_lost_on"] == day(490)
+    assert loss["confirmed"] is False and loss["current"] is True
+
+
+def test_loss_then_regained_is_not_current() -> None:
+    loss = _loss([0.05, 0.2, 0.05])
+    assert loss["lost"] is True and loss["current"] is False and loss["confirmed"] is False
+
+
+def test_confirmed_loss_two_consecutive_one_at_least_one_percent() -> None:
+    loss = _loss([0.05, 0.2, 1.0])
+    assert loss["confirmed"] is True and loss["confirmed_on"] == day(580)
+    assert loss["first_lost_on"] == day(490)
+
+
+def test_two_consecutive_losses_both_below_one_percent_not_confirmed() -> None:
+    assert _loss([0.05, 0.2, 0.9999999])["confirmed"] is False
+
+
+def test_non_consecutive_losses_not_confirmed() -> None:
+    assert _loss([0.05, 0.2, 0.05, 1.5])["confirmed"] is False
+
+
+def test_undetectable_with_poor_sensitivity_is_not_a_loss() -> None:
+    results = [result("a", 400, is_percent=0.05), undetectable("b", 500, control_copies=500)]
+    loss = _status(results)["loss_of_mmr"]
+    assert loss["lost"] is False and loss["current"] is False
+
+
+# ---- never MR4+ from insufficient sensitivity, end to end ----
+
+
+def test_undetectable_insufficient_never_reaches_mr4() -> None:
+    s = _status([undetectable("a", 400, control_copies=9_999)])
+    assert not at_least(s["response_level"], "MR4")
+    assert s["first_reached"]["MR4"] is None and s["first_reached"]["MMR"] == day(400)

@@ -1,0 +1,90 @@
+"""The README's example, over real HTTP: gunicorn serving the app, a real worker, a real Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests.procs import ROOT, free_port, wait_for
+
+
+def http(method: str, url: str, body: object | None = None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def readme_bodies() -> dict[str, dict]:
+    """The JSON bodies of the README's curl examples, keyed by the path they are sent to."""
+    text = (ROOT / "README.md").read_text()
+    bodies = {}
+    for path, body in re.findall(
+        r"localhost:8000(\S+) -H 'Content-Type: application/json' \\\n\s+-d '(.*?)'", text, re.S
+    ):
+        bodies[path] = json.loads(body)
+    return bodies
+
+
+@pytest.fixture(scope="module")
+def api_base(redis_url, worker, tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("gunicorn") / "api.log"
+    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-w",
+        "2",
+        "-b",
+        f"127.0.0.1:{port}",
+        "services.api:create_app()",
+    ]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return http("GET", base + "/healthz")[0] == 200
+        except OSError:
+            return False
+
+    wait_for(up, 30, what="gunicorn")
+    yield base
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_readme_example_changes_status(api_base):
+    bodies = readme_bodies()
+    register_path = next(p for p in bodies if p.startswith("/v1/patients/"))
+    patient_id = register_path.rsplit("/", 1)[1]
+    status, _ = http("PUT", api_base + register_path, bodies[register_path])
+    assert status == 201
+    status, accepted = http("POST", api_base + "/v1/assay-results", bodies["/v1/assay-results"])
+    assert status == 202
+    version = accepted["tasks"][0]["data_version"]
+
+    def fresh():
+        code, doc = http("GET", f"{api_base}/v1/patients/{patient_id}/status")
+        return doc if code == 200 and (doc.get("data_version") or 0) >= version else None
+
+    doc = wait_for(fresh, 10, what="status to reflect the README's result")
+    assert doc["response_level"] == "MR4.5"
+    assert doc["results_count"] == 1
+    code, task = http("GET", api_base + accepted["tasks"][0]["href"])
+    assert code == 200 and task["state"] == "done"
+    code, ready = http("GET", api_base + "/readyz")
+    assert code == 200 and ready["status"] == "ready"

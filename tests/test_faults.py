@@ -1,0 +1,131 @@
+"""Faults on processes the tests start: kill -9 the worker or the redis-server in a burst.
+
+Bounded: a few hundred results, convergence waits of at most 60 s (the broker's own redelivery of a
+killed worker's tasks would take an hour: only the sweeper can make these pass).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import orjson
+import pytest
+
+from services.api import create_app
+from shared import documents, keys, store
+from shared.config import load_settings
+from tests.procs import RedisServer, Worker, wait_for
+from tests.support import result
+
+pytestmark = pytest.mark.slow
+
+VOLATILE = ("computed_at",)
+
+
+@pytest.fixture
+def own_redis(tmp_path, monkeypatch):
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    monkeypatch.setenv("REDIS_URL", server.url)
+    yield server
+    server.stop()
+
+
+def clean_documents(r, patient_id: str) -> dict:
+    """What a clean recomputation from the stored data gives, without the volatile envelope."""
+    status, _ = documents.patient_documents(store.load_patient(r, patient_id))
+    return {k: v for k, v in status.items() if k not in VOLATILE}
+
+
+def converged(r, patients: list[str]) -> bool:
+    if r.zcard(keys.DIRTY_PATIENTS):
+        return False
+    for pid in patients:
+        raw = r.get(keys.status(pid))
+        if raw is None or orjson.loads(raw)["data_version"] != int(r.get(keys.version(pid))):
+            return False
+    return True
+
+
+def register_all(client, patients: list[str]) -> None:
+    for pid in patients:
+        resp = client.put(f"/v1/patients/{pid}", json={"cohorts": ["F"], "enrolled_on": "2023-01-01"})
+        assert resp.status_code == 201
+
+
+def test_worker_killed_mid_burst_converges(own_redis, tmp_path):
+    app = create_app(load_settings())
+    client = app.test_client()
+    r = store.connect(own_redis.url)
+    patients = [f"FW-{i:02d}" for i in range(20)]
+    register_all(client, patients)
+    first = Worker(own_redis.url, "victim", tmp_path, concurrency=2)
+    first.start()
+    acknowledged = []
+    for batch in range(12):
+        items = [
+            result(
+                pid,
+                f"FW-{batch}-{pid}",
+                collected_at=f"2024-{1 + batch:02d}-15",
+                bcr_abl1_copies=float(10 * batch),
+            )
+            for pid in patients
+        ]
+        resp = client.post("/v1/assay-results", json=items)
+        assert resp.status_code == 202
+        acknowledged += [i["result_id"] for i in items]
+        if batch == 5:
+            first.kill9()  # mid-burst: tasks in flight and prefetched die with it
+    assert r.zcard(keys.DIRTY_PATIENTS) > 0, "the kill should leave work undone"
+    second = Worker(own_redis.url, "rescuer", tmp_path, concurrency=2)
+    second.start()
+    try:
+        wait_for(lambda: converged(r, patients), 60, interval=0.2, what="statuses to converge")
+        for rid in acknowledged:
+            assert r.hexists(keys.RESULT_INDEX, rid), rid
+        for pid in patients:
+            stored = {k: v for k, v in orjson.loads(r.get(keys.status(pid))).items() if k not in VOLATILE}
+            assert stored == clean_documents(r, pid)
+            assert stored["results_count"] == 12
+    finally:
+        second.stop()
+
+
+def test_redis_killed_mid_burst_loses_nothing_acknowledged(own_redis, tmp_path):
+    app = create_app(load_settings())
+    client = app.test_client()
+    patients = [f"FR-{i:02d}" for i in range(5)]
+    register_all(client, patients)
+    acknowledged: list[str] = []
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def burst() -> None:
+        n = 0
+        while not stop.is_set() and n < 3000:
+            item = result(patients[n % 5], f"FR-{n}", bcr_abl1_copies=float(n % 97))
+            resp = client.post("/v1/assay-results", json=item)
+            statuses.append(resp.status_code)
+            if resp.status_code == 202:
+                acknowledged.append(item["result_id"])
+            else:
+                assert resp.status_code == 503, resp.get_data()
+                assert resp.mimetype == "application/problem+json"
+            n += 1
+
+    thread = threading.Thread(target=burst)
+    thread.start()
+    wait_for(lambda: len(acknowledged) >= 200, 30, what="a burst under way")
+    own_redis.kill9()
+    wait_for(lambda: statuses[-3:] == [503, 503, 503], 30, what="503 while Redis is down")
+    down = client.get("/v1/patients/FR-00/status")
+    assert down.status_code == 503 and down.headers.get("Retry-After")
+    own_redis.start()  # same port, same directory: Redis replays its AOF
+    wait_for(lambda: statuses[-3:] == [202, 202, 202], 30, what="the API to recover by itself")
+    stop.set()
+    thread.join(30)
+    r = store.connect(own_redis.url)
+    missing = [rid for rid in acknowledged if not r.hexists(keys.RESULT_INDEX, rid)]
+    assert not missing, f"{len(missing)} acknowledged results lost, e.g. {missing[:5]}"
+    assert 503 in statuses
