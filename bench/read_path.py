@@ -58,8 +58,7 @@ def seed(url: str) -> None:
     ]
     store.store_results(r, results)
     data = store.load_patient(r, PATIENT)
-    status, timeline = documents.patient_documents(data)
-    store.commit_status(r, PATIENT, data.version, status, timeline)
+    store.commit_status(r, data, *documents.patient_documents(data))
 
 
 def serve(app: str, port: int, env: dict) -> subprocess.Popen:

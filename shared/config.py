@@ -31,6 +31,10 @@ class Settings:
     # with a killed worker is redone in seconds, not after the broker's one-hour visibility timeout.
     sweep_interval_s: float
     requeue_after_s: float
+    # A cohort refresh waits this long after the first change, so a burst of results coalesces
+    # into a handful of refreshes; the lock TTL bounds a refresh that died holding it.
+    cohort_debounce_s: float
+    cohort_lock_ttl_s: float
     # How long a task tracking document (GET /v1/tasks/{id}) is kept.
     task_ttl_s: int
     # Broker visibility timeout: unacked messages of a dead worker come back after this.
@@ -47,6 +51,8 @@ def load_settings() -> Settings:
         max_body_bytes=_int("MAX_BODY_BYTES", 2 * 1024 * 1024),
         sweep_interval_s=_float("SWEEP_INTERVAL_S", 2.0),
         requeue_after_s=_float("REQUEUE_AFTER_S", 10.0),
+        cohort_debounce_s=_float("COHORT_DEBOUNCE_S", 1.0),
+        cohort_lock_ttl_s=_float("COHORT_LOCK_TTL_S", 60.0),
         task_ttl_s=_int("TASK_TTL_S", 86400),
         visibility_timeout_s=_int("VISIBILITY_TIMEOUT_S", 3600),
     )

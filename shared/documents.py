@@ -1,47 +1,48 @@
-"""The documents the worker stores for readers: a patient's status and result timeline.
+"""The documents the worker stores for readers: a patient's status and result timeline, a cohort's
+statistics and curve.
 
-Both are built from the whole stored history every time (so recomputation is idempotent) by the
-clinical rules in :mod:`shared.clinical`; this module only adds the envelope readers rely on:
-``computed_at`` and the ``data_version`` the document reflects.
+All are built from the whole stored data every time (so recomputation is idempotent) by the rules in
+:mod:`shared.clinical` and the estimators in :mod:`shared.stats`; this module adds the envelope
+readers rely on: ``computed_at`` and the ``data_version`` the document reflects.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from shared.clinical.response import classify_result
+from shared import cohorts
+from shared.clinical.scored import WITHDRAWN_STATUS, score_result
 from shared.clinical.status import patient_status
+from shared.cohort_store import CohortSnapshot
 from shared.store import PatientData
 
-WITHDRAWN = "entered-in-error"
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def _classification(result: dict) -> dict | None:
-    if result.get("status") == WITHDRAWN:
-        return None
-    return classify_result(
-        control_gene=result["control_gene"],
-        control_copies=result["control_copies"],
-        bcr_abl1_copies=result.get("bcr_abl1_copies"),
-        is_percent=result.get("is_percent"),
-        conversion_factor=result.get("conversion_factor") or 1.0,
-    ).to_dict()
+def _timeline_entry(result: dict) -> dict:
+    withdrawn = result.get("status") == WITHDRAWN_STATUS
+    classification = None if withdrawn else score_result(result).classification.to_dict()
+    return {**result, "withdrawn": withdrawn, "classification": classification}
 
 
-def patient_documents(data: PatientData) -> tuple[dict, dict]:
-    """(status document, timeline document) for one patient's stored data."""
-    envelope = {
-        "patient_id": data.patient_id,
-        "computed_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        "data_version": data.version,
-    }
+def patient_documents(data: PatientData) -> tuple[dict, dict, dict]:
+    """(status document, timeline document, cohort follow-up record) of one patient."""
+    envelope = {"patient_id": data.patient_id, "computed_at": _now(), "data_version": data.version}
     status = {**envelope, "pending": False, **patient_status(data.registration, data.results, data.events)}
     ordered = sorted(data.results, key=lambda r: (r["collected_at"][:10], r["collected_at"], r["result_id"]))
-    timeline = {
-        **envelope,
-        "results": [
-            {**r, "withdrawn": r.get("status") == WITHDRAWN, "classification": _classification(r)}
-            for r in ordered
-        ],
+    timeline = {**envelope, "results": [_timeline_entry(r) for r in ordered]}
+    record = cohorts.follow_up_record(data.registration, data.results, data.events)
+    return status, timeline, record
+
+
+def cohort_documents(snap: CohortSnapshot, data: cohorts.CohortData) -> tuple[dict, dict]:
+    """(statistics document at the default horizons, step curve) of one cohort."""
+    envelope = {
+        "cohort_id": snap.cohort_id,
+        "computed_at": _now(),
+        "data_version": snap.version,
+        "definition": snap.definition,
     }
-    return status, timeline
+    return {**envelope, **cohorts.statistics(data)}, {**envelope, **cohorts.curve(data)}

@@ -27,8 +27,24 @@ Global:
 ``cml:enqueued:patients``              zset    patient id -> ms time a recompute task was last enqueued
 ``cml:task:<id>``                      string  a tracking document for GET /v1/tasks/{id} (expires)
 ``cml:workers``                        zset    worker hostname -> ms time of its last heartbeat
-``cml:cohorts``                        set     cohort ids named by any patient
+``cml:dirty:cohorts``                  zset    cohort id -> ms time it became dirty (statistics behind)
+``cml:enqueued:cohorts``               zset    cohort id -> ms time a refresh task was last enqueued
+``cml:cohorts``                        set     cohort ids named by any patient or defined by PUT
+=====================================  ======  =====================================================
+
+Per cohort (``C`` is the cohort id, same alphabet as patient ids):
+
+=====================================  ======  =====================================================
+``cml:cohort:{C}:def``                 string  cohort definition (JSON); absent = the default definition
 ``cml:cohort:{C}:members``             set     patient ids of cohort C
+``cml:cohort:{C}:followup``            hash    patient id -> follow-up record (JSON, shared.cohorts)
+``cml:cohort:{C}:version``             string  data version: bumped by a member's record or the definition
+``cml:cohort:{C}:stats``               string  statistics document (JSON) at the default horizons
+``cml:cohort:{C}:stats_v``             string  the data version the stored statistics reflect
+``cml:cohort:{C}:arrays``              hash    ``patients``/``time``/``status``: the evaluable data, for
+                                               other horizons and comparisons without a refresh
+``cml:cohort:{C}:lock``                string  held by the one refresh running for C (SET NX PX)
+``cml:cohort:{C}:image:<v>:<fmt>``     string  a rendered curve (png/svg) of data version v (expires)
 =====================================  ======  =====================================================
 
 The invariant the worker relies on (design-notes.md, "Tasks are hints"): every write bumps the
@@ -46,6 +62,8 @@ DIRTY_PATIENTS = f"{PREFIX}dirty:patients"
 ENQUEUED_PATIENTS = f"{PREFIX}enqueued:patients"
 WORKERS = f"{PREFIX}workers"
 COHORTS = f"{PREFIX}cohorts"
+DIRTY_COHORTS = f"{PREFIX}dirty:cohorts"
+ENQUEUED_COHORTS = f"{PREFIX}enqueued:cohorts"
 
 
 def _patient(patient_id: str, suffix: str) -> str:
@@ -84,10 +102,53 @@ def task(task_id: str) -> str:
     return f"{PREFIX}task:{task_id}"
 
 
+def _cohort(cohort_id: str, suffix: str) -> str:
+    return f"{PREFIX}cohort:{{{cohort_id}}}:{suffix}"
+
+
+def cohort_key_parts() -> tuple[str, str]:
+    """(head, tail) such that head + C + tail + suffix is cohort C's key: for Lua scripts that
+    reach a patient's cohorts, which they learn from the stored registration."""
+    head, tail = _cohort("\0", "").split("\0")
+    return head, tail
+
+
 def cohort_members(cohort_id: str) -> str:
-    return f"{PREFIX}cohort:{{{cohort_id}}}:members"
+    return _cohort(cohort_id, "members")
 
 
-def patient_key_prefix() -> str:
-    """The prefix Lua scripts use to build per-patient keys (they receive ids, not keys)."""
-    return f"{PREFIX}p:"
+def cohort_definition(cohort_id: str) -> str:
+    return _cohort(cohort_id, "def")
+
+
+def cohort_followup(cohort_id: str) -> str:
+    return _cohort(cohort_id, "followup")
+
+
+def cohort_version(cohort_id: str) -> str:
+    return _cohort(cohort_id, "version")
+
+
+def cohort_stats(cohort_id: str) -> str:
+    return _cohort(cohort_id, "stats")
+
+
+def cohort_stats_version(cohort_id: str) -> str:
+    return _cohort(cohort_id, "stats_v")
+
+
+def cohort_arrays(cohort_id: str) -> str:
+    return _cohort(cohort_id, "arrays")
+
+
+def cohort_lock(cohort_id: str) -> str:
+    return _cohort(cohort_id, "lock")
+
+
+def cohort_image(cohort_id: str, version: int, fmt: str) -> str:
+    return _cohort(cohort_id, f"image:{version}:{fmt}")
+
+
+# Work queues by kind: the dirty set (the truth) and the enqueued set (a task is pending).
+DIRTY = {"patient": DIRTY_PATIENTS, "cohort": DIRTY_COHORTS}
+ENQUEUED = {"patient": ENQUEUED_PATIENTS, "cohort": ENQUEUED_COHORTS}

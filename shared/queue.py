@@ -14,10 +14,13 @@ from celery import Celery
 from shared.config import Settings
 
 RECOMPUTE_PATIENT = "cml.recompute_patient"
-SWEEP = "cml.sweep"
+REFRESH_COHORT = "cml.refresh_cohort"
 
+# Separate queues: a burst of patient recomputes never delays a cohort refresh, nor the reverse.
 PATIENT_QUEUE = "patients"
-QUEUES = (PATIENT_QUEUE,)
+COHORT_QUEUE = "cohorts"
+QUEUES = (PATIENT_QUEUE, COHORT_QUEUE)
+TASK_FOR_KIND = {"patient": RECOMPUTE_PATIENT, "cohort": REFRESH_COHORT}
 
 
 def make_celery(settings: Settings, main: str = "cml") -> Celery:
@@ -30,7 +33,10 @@ def make_celery(settings: Settings, main: str = "cml") -> Celery:
         task_serializer="json",
         accept_content=["json"],
         task_default_queue=PATIENT_QUEUE,
-        task_routes={RECOMPUTE_PATIENT: {"queue": PATIENT_QUEUE}},
+        task_routes={
+            RECOMPUTE_PATIENT: {"queue": PATIENT_QUEUE},
+            REFRESH_COHORT: {"queue": COHORT_QUEUE},
+        },
         broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
         broker_connection_retry_on_startup=True,
         # The API must answer 503 quickly when Redis is gone, not retry a publish for minutes.

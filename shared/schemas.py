@@ -170,6 +170,35 @@ class EventSchema(_Strict):
         return {k: v for k, v in data.items() if v is not None}
 
 
+class CohortSchema(_Strict):
+    """A cohort definition (README.md, "Cohort statistics"); absent fields take the defaults."""
+
+    endpoint = fields.String(load_default="MR4.5", validate=validate.OneOf(("MMR", "MR4", "MR4.5", "MR5")))
+    competing_events = fields.List(
+        fields.String(validate=validate.OneOf(EVENT_TYPES)),
+        load_default=lambda: ["tki_stopped", "progression", "death"],
+    )
+    censoring_events = fields.List(
+        fields.String(validate=validate.OneOf(EVENT_TYPES)), load_default=lambda: ["lost_to_follow_up"]
+    )
+    data_cutoff = ClinicalDate(load_default=None, allow_none=True)
+    description = _text(500)
+
+    @validates_schema
+    def _disjoint(self, data: dict, **kwargs: Any) -> None:
+        both = set(data.get("competing_events", [])) & set(data.get("censoring_events", []))
+        if both:
+            raise ValidationError(
+                f"{', '.join(sorted(both))} cannot both compete and censor", "censoring_events"
+            )
+
+    @post_load
+    def _normalise(self, data: dict, **kwargs: Any) -> dict:
+        data["competing_events"] = sorted(set(data["competing_events"]))
+        data["censoring_events"] = sorted(set(data["censoring_events"]))
+        return data
+
+
 def duplicate_ids(items: list[dict], field: str) -> dict[int, dict[str, list[str]]]:
     """Errors for items repeating an id already used earlier in the same batch."""
     seen: dict[Any, int] = {}
@@ -188,6 +217,7 @@ def duplicate_ids(items: list[dict], field: str) -> dict[int, dict[str, list[str
 __all__ = [
     "EXCLUDE",
     "AssayResultSchema",
+    "CohortSchema",
     "EventSchema",
     "PatientSchema",
     "ValidationError",

@@ -118,6 +118,7 @@ class WriteOutcome:
     outcomes: list[str] = field(default_factory=list)
     versions: dict[str, int] = field(default_factory=dict)
     to_enqueue: list[str] = field(default_factory=list)
+    cohorts_to_enqueue: list[str] = field(default_factory=list)
 
 
 def _decode(value: bytes | str) -> str:
@@ -153,17 +154,27 @@ def store_results(r: redis.Redis, results: Sequence[dict]) -> WriteOutcome:
 # --- registering patients -------------------------------------------------------------------------
 
 _REGISTER = """
--- KEYS[1] registration, [2] version, [3] patients set, [4] dirty, [5] enqueued, [6] cohorts set
--- ARGV[1] patient id, [2] document, [3] now ms, [4] cohort key prefix, [5] suffix, [6..] cohorts
+-- KEYS[1] registration, [2] version, [3] patients set, [4] dirty, [5] enqueued, [6] cohorts set,
+-- [7] dirty cohorts, [8] enqueued cohorts
+-- ARGV[1] patient id, [2] document, [3] now ms, [4] cohort key head, [5] tail, [6..] cohorts
 local old = redis.call('GET', KEYS[1])
-if old == ARGV[2] then return {'unchanged', tonumber(redis.call('GET', KEYS[2]) or '0'), 0} end
+if old == ARGV[2] then return {'unchanged', tonumber(redis.call('GET', KEYS[2]) or '0'), 0, {}} end
+local head, tail = ARGV[4], ARGV[5]
+local keep, fresh_cohorts = {}, {}
+for i = 6, #ARGV do keep[ARGV[i]] = true end
 if old then
   for _, c in ipairs(cjson.decode(old)['cohorts']) do
-    redis.call('SREM', ARGV[4] .. c .. ARGV[5], ARGV[1])
+    redis.call('SREM', head .. c .. tail .. 'members', ARGV[1])
+    -- Leaving a cohort changes its statistics: drop the record, mark the cohort dirty.
+    if not keep[c] and redis.call('HDEL', head .. c .. tail .. 'followup', ARGV[1]) == 1 then
+      redis.call('INCR', head .. c .. tail .. 'version')
+      redis.call('ZADD', KEYS[7], 'NX', ARGV[3], c)
+      if redis.call('ZADD', KEYS[8], 'NX', ARGV[3], c) == 1 then table.insert(fresh_cohorts, c) end
+    end
   end
 end
 for i = 6, #ARGV do
-  redis.call('SADD', ARGV[4] .. ARGV[i] .. ARGV[5], ARGV[1])
+  redis.call('SADD', head .. ARGV[i] .. tail .. 'members', ARGV[1])
   redis.call('SADD', KEYS[6], ARGV[i])
 end
 redis.call('SET', KEYS[1], ARGV[2])
@@ -171,14 +182,14 @@ redis.call('SADD', KEYS[3], ARGV[1])
 local v = redis.call('INCR', KEYS[2])
 redis.call('ZADD', KEYS[4], 'NX', ARGV[3], ARGV[1])
 local fresh = redis.call('ZADD', KEYS[5], 'NX', ARGV[3], ARGV[1])
-if old then return {'updated', v, fresh} end
-return {'created', v, fresh}
+if old then return {'updated', v, fresh, fresh_cohorts} end
+return {'created', v, fresh, fresh_cohorts}
 """
 
 
 def register_patient(r: redis.Redis, patient_id: str, doc: dict) -> tuple[str, WriteOutcome]:
     """Create or replace a registration; returns ('created'|'updated'|'unchanged', outcome)."""
-    prefix, suffix = keys.cohort_members("\0").split("\0")
+    head, tail = keys.cohort_key_parts()
     script_keys = [
         keys.registration(patient_id),
         keys.version(patient_id),
@@ -186,10 +197,14 @@ def register_patient(r: redis.Redis, patient_id: str, doc: dict) -> tuple[str, W
         keys.DIRTY_PATIENTS,
         keys.ENQUEUED_PATIENTS,
         keys.COHORTS,
+        keys.DIRTY_COHORTS,
+        keys.ENQUEUED_COHORTS,
     ]
-    args = [patient_id, canonical(doc), now_ms(), prefix, suffix, *doc["cohorts"]]
-    tag, version, fresh = r.eval(_REGISTER, len(script_keys), *script_keys, *args)
-    outcome = WriteOutcome(versions={patient_id: int(version)})
+    args = [patient_id, canonical(doc), now_ms(), head, tail, *doc["cohorts"]]
+    tag, version, fresh, cohorts = r.eval(_REGISTER, len(script_keys), *script_keys, *args)
+    outcome = WriteOutcome(
+        versions={patient_id: int(version)}, cohorts_to_enqueue=[_decode(c) for c in cohorts]
+    )
     if int(fresh):
         outcome.to_enqueue.append(patient_id)
     return _decode(tag), outcome
@@ -280,42 +295,76 @@ def patient_exists(r: redis.Redis, patient_id: str) -> bool:
 # --- computed status ------------------------------------------------------------------------------
 
 _COMMIT_STATUS = """
--- KEYS[1] status, [2] status version, [3] data version, [4] dirty, [5] timeline
--- ARGV[1] patient id, [2] data version computed from, [3] status json, [4] timeline json
+-- KEYS[1] status, [2] status version, [3] data version, [4] dirty, [5] timeline,
+-- [6] dirty cohorts, [7] enqueued cohorts, then per cohort: members, follow-up hash, version.
+-- ARGV[1] patient id, [2] data version computed from, [3] status, [4] timeline, [5] follow-up
+-- record, [6] now ms, [7..] cohort ids (in the order of their keys)
 local computed = tonumber(ARGV[2])
+local fresh_cohorts = {}
 -- Never replace a newer status with an older one (two workers may race on one patient).
 if computed > tonumber(redis.call('GET', KEYS[2]) or '-1') then
   redis.call('SET', KEYS[1], ARGV[3])
   redis.call('SET', KEYS[5], ARGV[4])
   redis.call('SET', KEYS[2], computed)
+  for c = 1, #ARGV - 6 do
+    local k = 7 + (c - 1) * 3
+    local cid = ARGV[6 + c]
+    -- Still a member (a registration may have moved the patient meanwhile), and a real change:
+    -- only then does the cohort need a refresh.
+    if redis.call('SISMEMBER', KEYS[k + 1], ARGV[1]) == 1
+        and redis.call('HGET', KEYS[k + 2], ARGV[1]) ~= ARGV[5] then
+      redis.call('HSET', KEYS[k + 2], ARGV[1], ARGV[5])
+      redis.call('INCR', KEYS[k + 3])
+      redis.call('ZADD', KEYS[6], 'NX', ARGV[6], cid)
+      if redis.call('ZADD', KEYS[7], 'NX', ARGV[6], cid) == 1 then table.insert(fresh_cohorts, cid) end
+    end
+  end
 end
 local current = tonumber(redis.call('GET', KEYS[3]) or '0')
 if current == computed then redis.call('ZREM', KEYS[4], ARGV[1]) end
-return current
+return {current, fresh_cohorts}
 """
 
 
-def commit_status(r: redis.Redis, patient_id: str, data_version: int, status: dict, timeline: dict) -> int:
-    """Store a status and timeline computed from ``data_version``; clear the dirty mark only if no
-    write came in meanwhile. Returns the current data version (greater means: a newer write is
-    pending, and its own task will recompute)."""
+def commit_status(
+    r: redis.Redis, data: PatientData, status: dict, timeline: dict, record: dict
+) -> tuple[int, list[str]]:
+    """Store a patient's status, timeline and cohort follow-up record computed from ``data``; clear
+    the dirty mark only if no write came in meanwhile. Returns the current data version (greater
+    than ``data.version``: a newer write is pending, with its own task) and the cohorts whose
+    refresh must be enqueued."""
+    pid = data.patient_id
+    cohorts = list(data.registration.get("cohorts", []))
     script_keys = [
-        keys.status(patient_id),
-        keys.status_version(patient_id),
-        keys.version(patient_id),
+        keys.status(pid),
+        keys.status_version(pid),
+        keys.version(pid),
         keys.DIRTY_PATIENTS,
-        keys.timeline(patient_id),
+        keys.timeline(pid),
+        keys.DIRTY_COHORTS,
+        keys.ENQUEUED_COHORTS,
     ]
-    args = [patient_id, data_version, orjson.dumps(status), orjson.dumps(timeline)]
-    return int(r.eval(_COMMIT_STATUS, len(script_keys), *script_keys, *args))
+    for c in cohorts:
+        script_keys += [keys.cohort_members(c), keys.cohort_followup(c), keys.cohort_version(c)]
+    args = [
+        pid,
+        data.version,
+        orjson.dumps(status),
+        orjson.dumps(timeline),
+        canonical(record),
+        now_ms(),
+        *cohorts,
+    ]
+    current, fresh = r.eval(_COMMIT_STATUS, len(script_keys), *script_keys, *args)
+    return int(current), [_decode(c) for c in fresh]
 
 
-def claim_recompute(r: redis.Redis, patient_id: str) -> bool:
-    """Called as a recompute task starts: from now on a new write enqueues a new task. Returns
-    whether there is anything to do (a duplicate task for a clean patient does nothing)."""
+def claim(r: redis.Redis, kind: str, item_id: str) -> bool:
+    """Called as a task for a patient or cohort starts: from now on a new write enqueues a new task.
+    Returns whether there is anything to do (a duplicate task for a clean item does nothing)."""
     pipe = r.pipeline(transaction=True)
-    pipe.zrem(keys.ENQUEUED_PATIENTS, patient_id)
-    pipe.zscore(keys.DIRTY_PATIENTS, patient_id)
+    pipe.zrem(keys.ENQUEUED[kind], item_id)
+    pipe.zscore(keys.DIRTY[kind], item_id)
     _, dirty = pipe.execute()
     return dirty is not None
 
@@ -330,10 +379,6 @@ def read_timeline(r: redis.Redis, patient_id: str) -> bytes | None:
 
 def status_version(r: redis.Redis, patient_id: str) -> int:
     return int(r.get(keys.status_version(patient_id)) or -1)
-
-
-def read_results(r: redis.Redis, patient_id: str) -> list[dict]:
-    return [orjson.loads(x) for x in r.hvals(keys.results(patient_id))]
 
 
 # --- the sweeper: tasks are hints ----------------------------------------------------------------
@@ -354,11 +399,11 @@ return out
 """
 
 
-def patients_to_requeue(r: redis.Redis, older_than_s: float, limit: int = 1000) -> list[str]:
-    """Dirty patients whose recompute has been pending longer than ``older_than_s`` with no task
-    enqueued since: their task was lost (a killed worker, a crash between write and enqueue)."""
+def due_for_requeue(r: redis.Redis, kind: str, older_than_s: float, limit: int = 1000) -> list[str]:
+    """Dirty patients or cohorts pending longer than ``older_than_s`` with no task enqueued since:
+    their task was lost (a killed worker, a crash between write and enqueue)."""
     reply = r.eval(
-        _SWEEP, 2, keys.DIRTY_PATIENTS, keys.ENQUEUED_PATIENTS, now_ms(), int(older_than_s * 1000), limit
+        _SWEEP, 2, keys.DIRTY[kind], keys.ENQUEUED[kind], now_ms(), int(older_than_s * 1000), limit
     )
     return [_decode(p) for p in reply]
 

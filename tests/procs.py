@@ -99,7 +99,7 @@ class Worker:
             **self.env,
         }
         cmd = [
-            sys.executable, "-m", "celery", "-A", "services.worker", "worker", "-Q", "patients",
+            sys.executable, "-m", "celery", "-A", "services.worker", "worker", "-Q", "patients,cohorts",
             "-c", str(self.concurrency), "-n", f"{self.name}@%h", "--loglevel", "INFO", "--without-gossip",
             "--without-mingle",
         ]  # fmt: skip

@@ -33,7 +33,7 @@ def own_redis(tmp_path, monkeypatch):
 
 def clean_documents(r, patient_id: str) -> dict:
     """What a clean recomputation from the stored data gives, without the volatile envelope."""
-    status, _ = documents.patient_documents(store.load_patient(r, patient_id))
+    status, _, _ = documents.patient_documents(store.load_patient(r, patient_id))
     return {k: v for k, v in status.items() if k not in VOLATILE}
 
 

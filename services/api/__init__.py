@@ -27,8 +27,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     register_error_handlers(app)
 
-    from services.api import health, patients, results, tasks
+    from services.api import cohorts, health, patients, results, tasks
 
-    for module in (health, patients, results, tasks):
+    for module in (health, patients, results, tasks, cohorts):
         app.register_blueprint(module.bp)
     return app

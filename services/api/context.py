@@ -15,7 +15,7 @@ from flask import current_app, request
 from services.api.errors import Problem
 from shared import store
 from shared.config import Settings
-from shared.queue import RECOMPUTE_PATIENT
+from shared.queue import RECOMPUTE_PATIENT, REFRESH_COHORT
 
 log = logging.getLogger(__name__)
 
@@ -43,23 +43,26 @@ def json_body() -> Any:
         raise Problem(400, "malformed-json", "Malformed JSON", f"The body is not valid JSON: {exc}") from exc
 
 
-def dispatch(outcome: store.WriteOutcome) -> list[dict]:
-    """Track and enqueue the recomputations a write calls for; return how to follow them.
+def enqueue(task: str, item_id: str, task_id: str | None = None) -> None:
+    """Send a task; the data and its dirty mark are already stored, so a failure is only logged:
+    the worker's sweeper finds the dirty item and enqueues it."""
+    try:
+        ctx().celery.send_task(task, args=[item_id], task_id=task_id)
+    except Exception as exc:  # noqa: BLE001 - any broker failure is recovered by the sweeper
+        log.warning("enqueue failed (%s); the sweeper will requeue", type(exc).__name__)
 
-    The data (and its dirty mark) is already in Redis, so a failed enqueue loses nothing: the
-    worker's sweeper finds the dirty patient and enqueues it. That is why it is only logged.
-    """
+
+def dispatch(outcome: store.WriteOutcome) -> list[dict]:
+    """Track and enqueue the recomputations a write calls for; return how to follow them."""
     c = ctx()
     tracked = {uuid.uuid4().hex: (pid, v) for pid, v in outcome.versions.items()}
     store.track_tasks(c.redis, tracked, c.settings.task_ttl_s)
     fresh = set(outcome.to_enqueue)
     for task_id, (pid, _) in tracked.items():
-        if pid not in fresh:
-            continue
-        try:
-            c.celery.send_task(RECOMPUTE_PATIENT, args=[pid], task_id=task_id)
-        except Exception as exc:  # noqa: BLE001 - any broker failure is recovered by the sweeper
-            log.warning("enqueue failed (%s); the sweeper will requeue", type(exc).__name__)
+        if pid in fresh:
+            enqueue(RECOMPUTE_PATIENT, pid, task_id=task_id)
+    for cohort_id in outcome.cohorts_to_enqueue:
+        enqueue(REFRESH_COHORT, cohort_id)
     return [
         {"task_id": t, "patient_id": pid, "data_version": v, "href": f"/v1/tasks/{t}"}
         for t, (pid, v) in tracked.items()

@@ -1,6 +1,7 @@
-"""The Celery app: ``celery -A services.worker worker -Q patients``.
+"""The Celery app: ``celery -A services.worker worker -Q patients,cohorts``.
 
-Tasks live in modules by job (``patients``: recompute a patient's status); ``sweeper`` runs beside
+Tasks live in modules by job (``patients``: recompute a patient's status; ``cohorts``: refresh a
+cohort's statistics); ``sweeper`` runs beside
 the consumer in the worker's main process. Both call :mod:`shared` for every rule and Redis key.
 """
 
@@ -13,4 +14,4 @@ settings = load_settings()
 app = make_celery(settings, "cml-worker")
 celery = app
 
-from services.worker import patients, sweeper  # noqa: E402,F401  (registers tasks and signals)
+from services.worker import cohorts, patients, sweeper  # noqa: E402,F401  (registers tasks and signals)

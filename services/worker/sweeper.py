@@ -16,7 +16,7 @@ from celery.signals import worker_ready, worker_shutdown
 from services.worker import app, settings
 from services.worker.redis_client import redis_client
 from shared import store
-from shared.queue import RECOMPUTE_PATIENT
+from shared.queue import TASK_FOR_KIND
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()
@@ -25,12 +25,15 @@ _stop = threading.Event()
 def sweep_once(worker: str) -> int:
     r = redis_client()
     store.heartbeat(r, worker)
-    due = store.patients_to_requeue(r, settings.requeue_after_s)
-    for patient_id in due:
-        app.send_task(RECOMPUTE_PATIENT, args=[patient_id])
-    if due:
-        log.info("sweeper requeued %d dirty patients", len(due))
-    return len(due)
+    requeued = 0
+    for kind, task in TASK_FOR_KIND.items():
+        due = store.due_for_requeue(r, kind, settings.requeue_after_s)
+        for item_id in due:
+            app.send_task(task, args=[item_id])
+        if due:
+            log.info("sweeper requeued %d dirty %ss", len(due), kind)
+        requeued += len(due)
+    return requeued
 
 
 def _loop(worker: str) -> None:

@@ -1,0 +1,115 @@
+"""Cohorts: definitions, statistics (stored by the worker), curves, and comparisons."""
+
+from __future__ import annotations
+
+import re
+
+import orjson
+from flask import Blueprint, Response, jsonify, request
+
+from services.api.context import ctx, enqueue, json_body
+from services.api.errors import Problem
+from shared import cohort_store, cohorts, keys
+from shared.plots import FORMATS, render_curve
+from shared.queue import REFRESH_COHORT
+from shared.schemas import ID_PATTERN, CohortSchema
+
+bp = Blueprint("cohorts", __name__)
+
+JSON = "application/json"
+MAX_HORIZONS = 24
+IMAGE_TTL_S = 3600
+
+
+def _invalid(param: str, detail: str) -> Problem:
+    return Problem(
+        422, "invalid-input", "The request is not valid", f"{param}: {detail}",
+        errors=[{"pointer": f"/{param}", "field": param, "detail": detail}],
+    )  # fmt: skip
+
+
+def _unknown(cohort_id: str) -> Problem:
+    return Problem(404, "unknown-cohort", "Unknown cohort", f"No cohort {cohort_id} exists.")
+
+
+def _horizons() -> list[float] | None:
+    raw = request.args.get("horizons")
+    if raw is None:
+        return None
+    try:
+        values = [float(x) for x in raw.split(",") if x.strip()]
+    except ValueError as exc:
+        raise _invalid("horizons", "must be a comma-separated list of months, e.g. 3,6,12") from exc
+    if not values or len(values) > MAX_HORIZONS or any(not 0 < v <= 600 for v in values):
+        raise _invalid("horizons", f"1 to {MAX_HORIZONS} months, each above 0 and at most 600")
+    return values
+
+
+def _data(cohort_id: str):
+    """The last refresh's data of a cohort; 404 if unknown, 503 if its first refresh is pending."""
+    loaded = cohort_store.read_data(ctx().redis, cohort_id)
+    if loaded is not None:
+        return loaded
+    if not cohort_store.cohort_exists(ctx().redis, cohort_id):
+        raise _unknown(cohort_id)
+    raise Problem(503, "not-computed-yet", "Not computed yet", f"Cohort {cohort_id} is being computed.")
+
+
+@bp.put("/v1/cohorts/<cohort_id>")
+def put_cohort(cohort_id: str) -> Response:
+    if not re.fullmatch(ID_PATTERN, cohort_id):
+        raise _invalid("cohort_id", "must be 1-64 characters: letters, digits and . _ : -")
+    doc = CohortSchema().load(json_body())
+    state, fresh = cohort_store.define_cohort(ctx().redis, cohort_id, doc)
+    if fresh:
+        enqueue(REFRESH_COHORT, cohort_id)  # a changed definition is recomputed at once
+    response = jsonify({"cohort_id": cohort_id, "definition": cohorts.definition(doc), "outcome": state})
+    response.status_code = 201 if state == "created" else 200
+    return response
+
+
+@bp.get("/v1/cohorts")
+def list_cohorts() -> Response:
+    return jsonify({"cohorts": cohort_store.list_cohorts(ctx().redis)})
+
+
+@bp.get("/v1/cohorts/<cohort_id>/statistics")
+def get_statistics(cohort_id: str) -> Response:
+    horizons = _horizons()
+    if horizons is None:
+        raw = cohort_store.read_stats(ctx().redis, cohort_id)  # one GET: the stored document
+        if raw is not None:
+            return Response(raw, mimetype=JSON)
+    data, curve, _ = _data(cohort_id)
+    envelope = {k: curve[k] for k in ("cohort_id", "computed_at", "data_version", "definition")}
+    return jsonify({**envelope, **cohorts.statistics(data, horizons or cohorts.DEFAULT_HORIZONS_MONTHS)})
+
+
+@bp.get("/v1/cohorts/<cohort_id>/curve")
+def get_curve(cohort_id: str) -> Response:
+    best = request.accept_mimetypes.best_match([JSON, *FORMATS.values()], default=JSON)
+    data, curve, version = _data(cohort_id)
+    if best == JSON:
+        return jsonify(curve)
+    fmt = next(f for f, mime in FORMATS.items() if mime == best)
+    r = ctx().redis
+    key = keys.cohort_image(cohort_id, version, fmt)
+    image = r.get(key)
+    if image is None:
+        image = render_curve(curve, data, fmt)
+        r.set(key, image, ex=IMAGE_TTL_S)
+    return Response(image, mimetype=best)
+
+
+@bp.get("/v1/cohorts/compare")
+def compare() -> Response:
+    a, b = request.args.get("a"), request.args.get("b")
+    for name, value in (("a", a), ("b", b)):
+        if not value:
+            raise _invalid(name, "is required: a cohort id")
+    data_a, curve_a, _ = _data(a)
+    data_b, curve_b, _ = _data(b)
+    result = cohorts.compare(data_a, data_b, _horizons() or cohorts.DEFAULT_HORIZONS_MONTHS)
+    result["a"] = {"cohort_id": a, "data_version": curve_a["data_version"], **result["a"]}
+    result["b"] = {"cohort_id": b, "data_version": curve_b["data_version"], **result["b"]}
+    return Response(orjson.dumps(result), mimetype=JSON)
