@@ -71,10 +71,11 @@ def load_cohort(r: redis.Redis, cohort_id: str) -> CohortSnapshot:
 
 
 _COMMIT = """
--- KEYS[1] stats, [2] stats version, [3] data version, [4] dirty cohorts, [5] arrays
+-- KEYS[1] stats, [2] stats version, [3] data version, [4] dirty cohorts, [5] arrays, [6] refreshes
 -- ARGV[1] cohort id, [2] version computed from, [3] stats json, then arrays field/value pairs
 local computed = tonumber(ARGV[2])
 if computed > tonumber(redis.call('GET', KEYS[2]) or '-1') then
+  redis.call('INCR', KEYS[6])
   redis.call('SET', KEYS[1], ARGV[3])
   redis.call('DEL', KEYS[5])
   for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[5], ARGV[i], ARGV[i + 1]) end
@@ -105,6 +106,7 @@ def commit_cohort(r: redis.Redis, cohort_id: str, version: int, doc: dict, array
         keys.cohort_version(cohort_id),
         keys.DIRTY_COHORTS,
         keys.cohort_arrays(cohort_id),
+        keys.cohort_refreshes(cohort_id),
     ]
     pairs = [x for item in arrays.items() for x in item]
     args = [cohort_id, version, orjson.dumps(doc), *pairs]

@@ -44,6 +44,7 @@ Per cohort (``C`` is the cohort id, same alphabet as patient ids):
 ``cml:cohort:{C}:arrays``              hash    ``patients``/``time``/``status``: the evaluable data, for
                                                other horizons and comparisons without a refresh
 ``cml:cohort:{C}:lock``                string  held by the one refresh running for C (SET NX PX)
+``cml:cohort:{C}:refreshes``           string  how many refreshes were stored (ops: coalescing at work)
 ``cml:cohort:{C}:image:<v>:<fmt>``     string  a rendered curve (png/svg) of data version v (expires)
 =====================================  ======  =====================================================
 
@@ -143,6 +144,10 @@ def cohort_arrays(cohort_id: str) -> str:
 
 def cohort_lock(cohort_id: str) -> str:
     return _cohort(cohort_id, "lock")
+
+
+def cohort_refreshes(cohort_id: str) -> str:
+    return _cohort(cohort_id, "refreshes")
 
 
 def cohort_image(cohort_id: str, version: int, fmt: str) -> str:

@@ -1,0 +1,113 @@
+"""The cohort definitions (shared/cohorts.py): who is evaluable, event times, competing events,
+censoring, cut-off. Pure functions; each case derives its expectation from the written rule."""
+
+from __future__ import annotations
+
+from shared.cohorts import (
+    CENSORED,
+    COMPETING,
+    DEFAULT_DEFINITION,
+    ENDPOINT,
+    cohort_data,
+    follow_up_record,
+    outcome,
+)
+
+REG = {"patient_id": "P", "cohorts": ["C"], "enrolled_on": "2024-01-01"}
+
+
+def res(rid: str, when: str, copies: float, control: float = 100000) -> dict:
+    return {"result_id": rid, "patient_id": "P", "collected_at": when, "control_gene": "ABL1",
+            "control_copies": control, "bcr_abl1_copies": copies, "status": "final"}  # fmt: skip
+
+
+def ev(kind: str, when: str) -> dict:
+    return {"type": kind, "date": when}
+
+
+def out(results, events=(), reg=REG, **defn):
+    return outcome(follow_up_record(reg, results, list(events)), {**DEFAULT_DEFINITION, **defn})
+
+
+def test_event_time_is_first_result_at_endpoint_or_deeper():
+    results = [res("a", "2024-01-01", 50), res("b", "2024-03-01", 1), res("c", "2024-05-01", 3.2)]
+    # 1 copy = 0.001% = MR5: deeper than MR4.5 counts; 31 days Jan + 29 Feb = 60 days.
+    assert out(results) == (60.0, ENDPOINT)
+    assert out(results, endpoint="MR5") == (60.0, ENDPOINT)
+    assert out(results, endpoint="MMR") == (0.0, ENDPOINT)
+
+
+def test_exactly_the_threshold_reaches_mr4_5():
+    assert out([res("a", "2024-01-01", 50), res("b", "2024-01-11", 3.2)]) == (10.0, ENDPOINT)
+    assert out([res("a", "2024-01-01", 50), res("b", "2024-01-11", 3.2001)])[1] == CENSORED
+
+
+def test_results_before_enrolment_do_not_count():
+    results = [res("pre", "2023-12-01", 1), res("a", "2024-02-01", 50)]
+    assert out(results) == (31.0, CENSORED)
+
+
+def test_censored_at_last_assay_since_enrolment():
+    assert out([res("a", "2024-01-01", 50), res("b", "2024-04-10", 40)]) == (100.0, CENSORED)
+
+
+def test_competing_event_before_endpoint_counts():
+    results = [res("a", "2024-01-01", 50), res("b", "2024-06-01", 1)]
+    assert out(results, [ev("tki_stopped", "2024-03-01")]) == (60.0, COMPETING)
+    # After the endpoint it does not matter; on the same day the observed endpoint wins.
+    assert out(results, [ev("death", "2024-07-01")]) == (152.0, ENDPOINT)
+    assert out(results, [ev("death", "2024-06-01")]) == (152.0, ENDPOINT)
+
+
+def test_competing_event_after_last_assay_still_counts():
+    assert out([res("a", "2024-01-01", 50)], [ev("death", "2024-02-01")]) == (31.0, COMPETING)
+
+
+def test_censoring_event_ends_follow_up_first():
+    results = [res("a", "2024-01-01", 50), res("b", "2024-06-01", 1)]
+    assert out(results, [ev("lost_to_follow_up", "2024-02-01")]) == (31.0, CENSORED)
+    assert out(results, [ev("lost_to_follow_up", "2024-02-01"), ev("death", "2024-03-01")]) == (
+        31.0,
+        CENSORED,
+    )
+
+
+def test_definition_chooses_competing_and_censoring_events():
+    results = [res("a", "2024-01-01", 50), res("b", "2024-03-01", 50)]
+    events = [ev("progression", "2024-02-01")]
+    assert out(results, events) == (31.0, COMPETING)
+    assert out(results, events, competing_events=[], censoring_events=["progression"]) == (31.0, CENSORED)
+    assert out(results, events, competing_events=[], censoring_events=[]) == (60.0, CENSORED)
+
+
+def test_data_cutoff():
+    results = [res("a", "2024-01-01", 50), res("b", "2024-06-01", 1)]
+    assert out(results, data_cutoff="2024-03-01") == (60.0, CENSORED)
+    assert out(results, data_cutoff="2024-06-01") == (152.0, ENDPOINT)
+    assert out(results, [ev("death", "2024-04-01")], data_cutoff="2024-03-01") == (60.0, CENSORED)
+
+
+def test_not_evaluable_without_results_since_enrolment_or_enrolment():
+    assert out([res("pre", "2023-12-01", 50)]) is None
+    assert out([res("a", "2024-02-01", 50)], reg={**REG, "enrolled_on": None}) is None
+    records = {
+        "P1": follow_up_record(REG, [res("a", "2024-02-01", 50)], []),
+        "P2": follow_up_record(REG, [], []),
+    }
+    data = cohort_data(records, DEFAULT_DEFINITION)
+    assert data.patients == ["P1"] and data.not_evaluable == ["P2"]
+    assert data.levels["MMR"] == 1 and data.levels["no_result"] == 1
+
+
+def test_withdrawn_results_do_not_reach_the_endpoint():
+    withdrawn = {**res("b", "2024-02-01", 1), "status": "entered-in-error"}
+    assert out([res("a", "2024-01-01", 50), withdrawn]) == (0.0, CENSORED)
+
+
+def test_undetectable_with_too_few_control_copies_is_not_mr4_5():
+    # Undetectable in 20,000 ABL1 shows MR4 at best (Cross 2015): no MR4.5 endpoint.
+    results = [res("a", "2024-01-01", 50), res("b", "2024-02-01", 0, control=20000)]
+    assert out(results) == (31.0, CENSORED)
+    assert out(results, endpoint="MR4") == (31.0, ENDPOINT)
+    results[1] = res("b", "2024-02-01", 0, control=32000)
+    assert out(results) == (31.0, ENDPOINT)
