@@ -32,7 +32,7 @@ def patient_documents(data: PatientData) -> tuple[dict, dict, dict]:
     envelope = {"patient_id": data.patient_id, "computed_at": _now(), "data_version": data.version}
     status = {**envelope, "pending": False, **patient_status(data.registration, data.results, data.events)}
     ordered = sorted(data.results, key=lambda r: (r["collected_at"][:10], r["collected_at"], r["result_id"]))
-    timeline = {**envelope, "results": [_timeline_entry(r) for r in ordered]}
+    timeline = {**envelope, "pending": False, "results": [_timeline_entry(r) for r in ordered]}
     record = cohorts.follow_up_record(data.registration, data.results, data.events)
     return status, timeline, record
 

@@ -25,7 +25,12 @@ from marshmallow import (
 
 # Ids become part of Redis keys and log lines: a conservative alphabet, no braces or '|'.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
-_ID = validate.Regexp(ID_PATTERN, error="must be 1-64 characters: letters, digits and . _ : - (not first)")
+# \Z, not $: "$" also matches before a trailing newline, which would end up inside a Redis key.
+_ID = validate.Regexp(
+    ID_PATTERN.removesuffix("$") + r"\Z",
+    error="must be 1-64 characters: letters, digits and . _ : - (not first)",
+)
+_NAME = validate.Regexp(r"^(?=.*\S).{1,40}\Z", error="must be 1-40 characters, not blank")
 # Quantitative PCR began on the International Scale in the 2000s; earlier dates are typing errors.
 EARLIEST_DATE = date(1990, 1, 1)
 CONTROL_GENES = ("ABL1", "GUSB", "BCR")
@@ -143,7 +148,7 @@ class AssayResultSchema(_Strict):
 class PatientSchema(_Strict):
     cohorts = fields.List(fields.String(validate=_ID), load_default=list, validate=validate.Length(max=50))
     enrolled_on = ClinicalDate(load_default=None, allow_none=True)
-    tki = fields.String(load_default=None, allow_none=True, validate=validate.Length(1, 40))
+    tki = fields.String(load_default=None, allow_none=True, validate=_NAME)
     tki_started_on = ClinicalDate(load_default=None, allow_none=True)
     dose_mg = Number(load_default=None, allow_none=True, validate=validate.Range(min=0, min_inclusive=False))
 
@@ -159,7 +164,7 @@ class EventSchema(_Strict):
     event_id = fields.String(load_default=None, validate=_ID)
     type = fields.String(required=True, validate=validate.OneOf(EVENT_TYPES))
     date = ClinicalDate(required=True)
-    tki = fields.String(load_default=None, allow_none=True, validate=validate.Length(1, 40))
+    tki = fields.String(load_default=None, allow_none=True, validate=_NAME)
     dose_mg = Number(load_default=None, allow_none=True, validate=validate.Range(min=0, min_inclusive=False))
     reason = _text(200)
     note = _text(500)

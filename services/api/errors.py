@@ -45,7 +45,8 @@ def problem_response(
 
 
 def _pointer(path: tuple) -> str:
-    return "/" + "/".join(str(p) for p in path)
+    # RFC 6901: "" is the whole document, "/3/control_copies" a field of item 3.
+    return "".join(f"/{p}" for p in path)
 
 
 def flatten_messages(messages: Any, path: tuple = ()) -> list[dict[str, str]]:

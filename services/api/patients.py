@@ -34,8 +34,8 @@ def _unknown(patient_id: str) -> Problem:
 @bp.put("/v1/patients/<patient_id>")
 def put_patient(patient_id: str) -> Response:
     c = ctx()
-    doc = PatientSchema().load(json_body())
-    doc = {"patient_id": _checked_id(patient_id), **doc}
+    _checked_id(patient_id)
+    doc = {"patient_id": patient_id, **PatientSchema().load(json_body())}
     state, outcome = store.register_patient(c.redis, patient_id, doc)
     response = jsonify({"patient": doc, "outcome": state, "tasks": dispatch(outcome)})
     response.status_code = 201 if state == "created" else 200
@@ -53,9 +53,7 @@ def post_events(patient_id: str) -> Response:
     except ValidationError as err:
         raise ValidationError(err.messages[0] if single else err.messages) from err
     if not events:
-        raise Problem(
-            422, "invalid-input", "The request body is not valid", "Send an event or a non-empty array."
-        )
+        raise ValidationError("send an event object or a non-empty array of events")
     dupes = duplicate_ids(events, "event_id")
     if dupes:
         raise ValidationError(dupes)
@@ -90,5 +88,11 @@ def get_results(patient_id: str) -> Response:
         return Response(raw, mimetype=JSON)
     if not store.patient_exists(c.redis, patient_id):
         raise _unknown(patient_id)
-    pending = {"patient_id": patient_id, "pending": True, "computed_at": None, "results": []}
+    pending = {
+        "patient_id": patient_id,
+        "pending": True,
+        "computed_at": None,
+        "data_version": None,
+        "results": [],
+    }
     return Response(orjson.dumps(pending), mimetype=JSON)

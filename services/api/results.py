@@ -34,12 +34,7 @@ def _load(body: object, limit: int) -> tuple[list[dict], bool]:
     single = isinstance(body, dict)
     items = [body] if single else body
     if not isinstance(items, list) or not items:
-        raise Problem(
-            422,
-            "invalid-input",
-            "The request body is not valid",
-            "Send a result object or a non-empty array.",
-        )
+        raise ValidationError("send a result object or a non-empty array of results")
     if len(items) > limit:
         raise Problem(
             413,
@@ -60,9 +55,13 @@ def _load(body: object, limit: int) -> tuple[list[dict], bool]:
 def _store_problem(err: store.StoreError, single: bool) -> Problem:
     status, slug, title, field, template = _STORE_PROBLEMS[err.code]
     pointer = f"/{field}" if single else f"/{err.index}/{field}"
-    detail = f"{pointer}: " + template.format(value=err.value)
+    reason = template.format(value=err.value)
     return Problem(
-        status, slug, title, detail, errors=[{"pointer": pointer, "field": field, "detail": detail}]
+        status,
+        slug,
+        title,
+        f"{pointer}: {reason}",
+        errors=[{"pointer": pointer, "field": field, "detail": reason}],
     )
 
 
