@@ -8,7 +8,10 @@ time per cohort (a lock with a token); a burst of writes coalesces into few refr
 
 from __future__ import annotations
 
+import gc
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +48,19 @@ def define_cohort(r: redis.Redis, cohort_id: str, doc: dict) -> tuple[str, bool]
     ]
     tag, fresh = r.eval(_DEFINE, len(script_keys), *script_keys, cohort_id, canonical(doc), now_ms())
     return _decode(tag), bool(int(fresh))
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector around a refresh: parsing 100,000 small acyclic records
+    otherwise triggers hundreds of collections that cost more than the parsing (bench/README.md)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @dataclass

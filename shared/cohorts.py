@@ -73,7 +73,20 @@ def follow_up_record(registration: Mapping, results: Iterable[Mapping], events: 
 
 
 def _days(start: str, end: str) -> float:
-    return float((date.fromisoformat(end) - date.fromisoformat(start)).days)
+    return float(date.fromisoformat(end).toordinal() - date.fromisoformat(start).toordinal())
+
+
+def _first_events(events: Iterable, defn: Mapping, cutoff: str | None) -> tuple[str | None, str | None]:
+    """(first competing event date, first censoring event date), ignoring events after the cut-off."""
+    competing = censoring = None
+    for kind, day in events:
+        if cutoff is not None and day > cutoff:
+            continue
+        if kind in defn["competing_events"]:
+            competing = day if competing is None or day < competing else competing
+        elif kind in defn["censoring_events"]:
+            censoring = day if censoring is None or day < censoring else censoring
+    return competing, censoring
 
 
 def outcome(record: Mapping, defn: Mapping) -> tuple[float, int] | None:
@@ -82,14 +95,16 @@ def outcome(record: Mapping, defn: Mapping) -> tuple[float, int] | None:
     if enrolled is None or last is None:
         return None
     cutoff = defn.get("data_cutoff")
-    in_window = [(t, d) for t, d in record["events"] if cutoff is None or d <= cutoff]
-    competing = min((d for t, d in in_window if t in defn["competing_events"]), default=None)
-    censoring = min((d for t, d in in_window if t in defn["censoring_events"]), default=None)
+    competing, censoring = _first_events(record["events"], defn, cutoff) if record["events"] else (None, None)
     reached = record["reached"].get(defn["endpoint"])
     if reached is not None and cutoff is not None and reached > cutoff:
         reached = None
-    stop = min(d for d in (censoring, competing) if d is not None) if (censoring or competing) else None
-    if reached is not None and (stop is None or reached <= stop):
+    # The endpoint counts unless a competing or censoring event came strictly before it.
+    if (
+        reached is not None
+        and (competing is None or reached <= competing)
+        and (censoring is None or reached <= censoring)
+    ):
         return _days(enrolled, reached), ENDPOINT
     if competing is not None and (censoring is None or competing <= censoring):
         return _days(enrolled, competing), COMPETING

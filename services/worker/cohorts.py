@@ -23,9 +23,10 @@ def refresh_cohort(self: Task, cohort_id: str) -> str:
     if token is None:
         raise self.retry(countdown=settings.cohort_debounce_s)
     try:
-        snap = cohort_store.load_cohort(r, cohort_id)
-        data = cohorts.cohort_data(snap.records, snap.definition)
-        doc, curve = documents.cohort_documents(snap, data)
+        with cohort_store.paused_gc():
+            snap = cohort_store.load_cohort(r, cohort_id)
+            data = cohorts.cohort_data(snap.records, snap.definition)
+            doc, curve = documents.cohort_documents(snap, data)
         current = cohort_store.commit_cohort(
             r, cohort_id, snap.version, doc, cohort_store.encode_arrays(data, curve)
         )
