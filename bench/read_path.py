@@ -25,6 +25,8 @@ from shared import documents, store  # noqa: E402
 from tests.procs import RedisServer, free_port, wait_for  # noqa: E402
 
 PATIENT = "BENCH-001"
+KEY = "bench-read-key"
+AUTH = f"Authorization: Bearer {KEY}"
 
 
 def seed(url: str) -> None:
@@ -38,7 +40,7 @@ def seed(url: str) -> None:
         "tki_started_on": "2020-03-01",
         "dose_mg": 400.0,
     }
-    store.register_patient(r, PATIENT, reg)
+    store.register_patient(r, PATIENT, reg, {"who": "bench"})
     results = [
         {
             "result_id": f"B-{i}",
@@ -56,7 +58,7 @@ def seed(url: str) -> None:
         }
         for i in range(8)
     ]
-    store.store_results(r, results)
+    store.store_results(r, results, {"who": "bench"})
     data = store.load_patient(r, PATIENT)
     store.commit_status(r, data, *documents.patient_documents(data))
 
@@ -79,7 +81,15 @@ def serve(app: str, port: int, env: dict) -> subprocess.Popen:
 
 def wrk(port: int, seconds: int) -> float:
     out = subprocess.run(
-        ["wrk", "-t1", "-c4", f"-d{seconds}s", f"http://127.0.0.1:{port}/v1/patients/{PATIENT}/status"],
+        [
+            "wrk",
+            "-t1",
+            "-c4",
+            f"-d{seconds}s",
+            "-H",
+            AUTH,
+            f"http://127.0.0.1:{port}/v1/patients/{PATIENT}/status",
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -95,7 +105,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = RedisServer(Path(tmp))
         server.start()
-        env = {**os.environ, "REDIS_URL": server.url, "PYTHONPATH": f"{ROOT}:{ROOT / 'bench'}"}
+        env = {
+            **os.environ,
+            "REDIS_URL": server.url,
+            "PYTHONPATH": f"{ROOT}:{ROOT / 'bench'}",
+            "API_KEYS": f'{{"{KEY}": ["status:read"]}}',
+        }
         procs = []
         try:
             seed(server.url)

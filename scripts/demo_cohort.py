@@ -1,4 +1,4 @@
-"""Load a small demo cohort through the public API (stdlib only): python scripts/demo_cohort.py URL."""
+"""Load a small demo cohort through the public API (stdlib only): python scripts/demo_cohort.py URL KEY."""
 
 from __future__ import annotations
 
@@ -54,7 +54,8 @@ def demo_patients(n: int = 12, seed: int = 7) -> list[tuple[str, dict, list[dict
     return out
 
 
-def main(base: str, headers: dict | None = None) -> None:
+def main(base: str, key: str) -> None:
+    headers = {"Authorization": f"Bearer {key}"}
     for pid, reg, results in demo_patients():
         call(base, "PUT", f"/v1/patients/{pid}", reg, headers)
         call(base, "POST", "/v1/assay-results", results, headers)
@@ -62,4 +63,4 @@ def main(base: str, headers: dict | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8000")
+    main(sys.argv[1], sys.argv[2])

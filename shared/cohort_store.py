@@ -23,21 +23,23 @@ from shared.cohorts import CohortData, definition
 from shared.store import _decode, canonical, now_ms
 
 _DEFINE = """
--- KEYS[1] definition, [2] cohorts set, [3] version, [4] dirty cohorts, [5] enqueued cohorts
--- ARGV[1] cohort id, [2] definition json, [3] now ms
+-- KEYS[1] definition, [2] cohorts set, [3] version, [4] dirty cohorts, [5] enqueued cohorts,
+-- [6] audit stream
+-- ARGV[1] cohort id, [2] definition json, [3] now ms, [4] audit entry
 local old = redis.call('GET', KEYS[1])
 redis.call('SADD', KEYS[2], ARGV[1])
-if old == ARGV[2] then return {'unchanged', 0} end
+local tag = (old == ARGV[2] and 'unchanged') or (old and 'updated') or 'created'
+redis.call('XADD', KEYS[6], 'MAXLEN', '~', 100000, '*', 'entry', ARGV[4], 'outcomes', tag)
+if tag == 'unchanged' then return {tag, 0} end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('INCR', KEYS[3])
 redis.call('ZADD', KEYS[4], 'NX', ARGV[3], ARGV[1])
 local fresh = redis.call('ZADD', KEYS[5], 'NX', ARGV[3], ARGV[1])
-if old then return {'updated', fresh} end
-return {'created', fresh}
+return {tag, fresh}
 """
 
 
-def define_cohort(r: redis.Redis, cohort_id: str, doc: dict) -> tuple[str, bool]:
+def define_cohort(r: redis.Redis, cohort_id: str, doc: dict, audit: dict) -> tuple[str, bool]:
     """Store a definition; returns (created|updated|unchanged, whether a refresh must be enqueued)."""
     script_keys = [
         keys.cohort_definition(cohort_id),
@@ -45,8 +47,10 @@ def define_cohort(r: redis.Redis, cohort_id: str, doc: dict) -> tuple[str, bool]
         keys.cohort_version(cohort_id),
         keys.DIRTY_COHORTS,
         keys.ENQUEUED_COHORTS,
+        keys.AUDIT,
     ]
-    tag, fresh = r.eval(_DEFINE, len(script_keys), *script_keys, cohort_id, canonical(doc), now_ms())
+    args = [cohort_id, canonical(doc), now_ms(), canonical(audit)]
+    tag, fresh = r.eval(_DEFINE, len(script_keys), *script_keys, *args)
     return _decode(tag), bool(int(fresh))
 
 

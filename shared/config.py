@@ -35,6 +35,11 @@ class Settings:
     # into a handful of refreshes; the lock TTL bounds a refresh that died holding it.
     cohort_debounce_s: float
     cohort_lock_ttl_s: float
+    # API keys (services/api/auth.py): a JSON object, or a file of one holding sha256 digests.
+    api_keys: str | None
+    api_keys_file: str | None
+    # Per-key request budget (flask-limiter notation), kept in Redis so all API processes share it.
+    rate_limit: str
     # How long a task tracking document (GET /v1/tasks/{id}) is kept.
     task_ttl_s: int
     # Broker visibility timeout: unacked messages of a dead worker come back after this.
@@ -54,5 +59,8 @@ def load_settings() -> Settings:
         cohort_debounce_s=_float("COHORT_DEBOUNCE_S", 1.0),
         cohort_lock_ttl_s=_float("COHORT_LOCK_TTL_S", 60.0),
         task_ttl_s=_int("TASK_TTL_S", 86400),
+        api_keys=os.environ.get("API_KEYS"),
+        api_keys_file=os.environ.get("API_KEYS_FILE"),
+        rate_limit=os.environ.get("RATE_LIMIT", "6000/minute"),
         visibility_timeout_s=_int("VISIBILITY_TIMEOUT_S", 3600),
     )

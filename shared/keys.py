@@ -30,6 +30,12 @@ Global:
 ``cml:dirty:cohorts``                  zset    cohort id -> ms time it became dirty (statistics behind)
 ``cml:enqueued:cohorts``               zset    cohort id -> ms time a refresh task was last enqueued
 ``cml:cohorts``                        set     cohort ids named by any patient or defined by PUT
+``cml:dead:patient`` / ``cml:dead:cohort``  hash  id -> last failure (JSON: task, error, at); ops retry
+``cml:lag:patient``                    list    recent recompute lags in ms (202 to status written), capped
+``cml:audit``                          stream  one entry per accepted write: who, what, when, ids
+``cml:metrics:tasks``                  hash    task counters and latency histogram (Prometheus export)
+``cml:ratelimit...``                   (flask-limiter's own keys, per API key)
+``cml:idem:<key id>:<Idempotency-Key>`` string  a batch post's request hash and response (expires)
 =====================================  ======  =====================================================
 
 Per cohort (``C`` is the cohort id, same alphabet as patient ids):
@@ -95,6 +101,10 @@ def status_version(patient_id: str) -> str:
     return _patient(patient_id, "status_v")
 
 
+def idempotency(caller: str, idempotency_key: str) -> str:
+    return f"{PREFIX}idem:{caller}:{idempotency_key}"
+
+
 def timeline(patient_id: str) -> str:
     return _patient(patient_id, "timeline")
 
@@ -153,6 +163,13 @@ def cohort_refreshes(cohort_id: str) -> str:
 def cohort_image(cohort_id: str, version: int, fmt: str) -> str:
     return _cohort(cohort_id, f"image:{version}:{fmt}")
 
+
+AUDIT = f"{PREFIX}audit"
+TASK_METRICS = f"{PREFIX}metrics:tasks"
+LAG_PATIENTS = f"{PREFIX}lag:patient"
+DEAD = {"patient": f"{PREFIX}dead:patient", "cohort": f"{PREFIX}dead:cohort"}
+# Kombu's own key: messages delivered to a worker and not yet acknowledged.
+KOMBU_UNACKED = "unacked"
 
 # Work queues by kind: the dirty set (the truth) and the enqueued set (a task is pending).
 DIRTY = {"patient": DIRTY_PATIENTS, "cohort": DIRTY_COHORTS}

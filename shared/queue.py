@@ -9,6 +9,8 @@ is what makes a lost task come back within seconds.
 
 from __future__ import annotations
 
+import time
+
 from celery import Celery
 
 from shared.config import Settings
@@ -46,3 +48,12 @@ def make_celery(settings: Settings, main: str = "cml") -> Celery:
         task_send_sent_event=True,
     )
     return app
+
+
+def send(
+    app: Celery, task: str, item_id: str, task_id: str | None = None, countdown: float | None = None
+) -> None:
+    """Enqueue a task for one patient or cohort, stamped with its enqueue time (ops read the age of
+    the oldest waiting message from it)."""
+    headers = {"enqueued_ms": int(time.time() * 1000)}
+    app.send_task(task, args=[item_id], task_id=task_id, countdown=countdown, headers=headers)

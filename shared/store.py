@@ -59,16 +59,16 @@ class StoreError(Exception):
 # --- writing results ------------------------------------------------------------------------------
 
 _STORE_RESULTS = """
--- KEYS[1] result index, KEYS[2] dirty zset, KEYS[3] enqueued zset,
+-- KEYS[1] result index, KEYS[2] dirty zset, KEYS[3] enqueued zset, KEYS[4] audit stream,
 -- then per item: registration, results hash, version (3 keys).
--- ARGV[1] now ms, then per item: result_id, patient_id, status, sha, json (5 args).
-local n = (#ARGV - 1) / 5
+-- ARGV[1] now ms, ARGV[2] audit entry, then per item: result_id, patient_id, status, sha, json.
+local n = (#ARGV - 2) / 5
 local outcome = {}
 -- Pass 1 checks everything, so that a refused batch writes nothing.
 for i = 1, n do
-  local a = 1 + (i - 1) * 5
+  local a = 2 + (i - 1) * 5
   local rid, pid, st, sha = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
-  local k = 3 + (i - 1) * 3
+  local k = 4 + (i - 1) * 3
   if redis.call('EXISTS', KEYS[k + 1]) == 0 then return {'unknown_patient', i, pid} end
   local idx = redis.call('HGET', KEYS[1], rid)
   if not idx then
@@ -87,8 +87,8 @@ end
 local touched, order = {}, {}
 for i = 1, n do
   if outcome[i] ~= 'unchanged' then
-    local a = 1 + (i - 1) * 5
-    local k = 3 + (i - 1) * 3
+    local a = 2 + (i - 1) * 5
+    local k = 4 + (i - 1) * 3
     redis.call('HSET', KEYS[1], ARGV[a + 1], ARGV[a + 2] .. '|' .. ARGV[a + 4])
     redis.call('HSET', KEYS[k + 2], ARGV[a + 1], ARGV[a + 5])
     if not touched[ARGV[a + 2]] then
@@ -106,6 +106,9 @@ for _, pid in ipairs(order) do
   table.insert(versions, {pid, v, fresh})
 end
 table.insert(reply, versions)
+-- The audit entry lands with the data: an acknowledged write always has its entry.
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', 100000, '*', 'entry', ARGV[2],
+  'outcomes', table.concat(outcome, ','))
 return reply
 """
 
@@ -135,10 +138,11 @@ def _parse_versions(rows: Sequence) -> tuple[dict[str, int], list[str]]:
     return versions, fresh
 
 
-def store_results(r: redis.Redis, results: Sequence[dict]) -> WriteOutcome:
-    """Store validated results atomically; raise StoreError (writing nothing) on a conflict."""
-    script_keys = [keys.RESULT_INDEX, keys.DIRTY_PATIENTS, keys.ENQUEUED_PATIENTS]
-    args: list = [now_ms()]
+def store_results(r: redis.Redis, results: Sequence[dict], audit: dict) -> WriteOutcome:
+    """Store validated results atomically with their audit entry; raise StoreError (writing
+    nothing) on a conflict."""
+    script_keys = [keys.RESULT_INDEX, keys.DIRTY_PATIENTS, keys.ENQUEUED_PATIENTS, keys.AUDIT]
+    args: list = [now_ms(), canonical(audit)]
     for doc in results:
         pid = doc["patient_id"]
         script_keys += [keys.registration(pid), keys.results(pid), keys.version(pid)]
@@ -155,13 +159,20 @@ def store_results(r: redis.Redis, results: Sequence[dict]) -> WriteOutcome:
 
 _REGISTER = """
 -- KEYS[1] registration, [2] version, [3] patients set, [4] dirty, [5] enqueued, [6] cohorts set,
--- [7] dirty cohorts, [8] enqueued cohorts
--- ARGV[1] patient id, [2] document, [3] now ms, [4] cohort key head, [5] tail, [6..] cohorts
+-- [7] dirty cohorts, [8] enqueued cohorts, [9] audit stream
+-- ARGV[1] patient id, [2] document, [3] now ms, [4] cohort key head, [5] tail, [6] audit entry,
+-- [7..] cohorts
 local old = redis.call('GET', KEYS[1])
-if old == ARGV[2] then return {'unchanged', tonumber(redis.call('GET', KEYS[2]) or '0'), 0, {}} end
+local function audit(outcome)
+  redis.call('XADD', KEYS[9], 'MAXLEN', '~', 100000, '*', 'entry', ARGV[6], 'outcomes', outcome)
+end
+if old == ARGV[2] then
+  audit('unchanged')
+  return {'unchanged', tonumber(redis.call('GET', KEYS[2]) or '0'), 0, {}}
+end
 local head, tail = ARGV[4], ARGV[5]
 local keep, fresh_cohorts = {}, {}
-for i = 6, #ARGV do keep[ARGV[i]] = true end
+for i = 7, #ARGV do keep[ARGV[i]] = true end
 if old then
   for _, c in ipairs(cjson.decode(old)['cohorts']) do
     redis.call('SREM', head .. c .. tail .. 'members', ARGV[1])
@@ -173,7 +184,7 @@ if old then
     end
   end
 end
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   redis.call('SADD', head .. ARGV[i] .. tail .. 'members', ARGV[1])
   redis.call('SADD', KEYS[6], ARGV[i])
 end
@@ -182,12 +193,13 @@ redis.call('SADD', KEYS[3], ARGV[1])
 local v = redis.call('INCR', KEYS[2])
 redis.call('ZADD', KEYS[4], 'NX', ARGV[3], ARGV[1])
 local fresh = redis.call('ZADD', KEYS[5], 'NX', ARGV[3], ARGV[1])
-if old then return {'updated', v, fresh, fresh_cohorts} end
-return {'created', v, fresh, fresh_cohorts}
+local tag = old and 'updated' or 'created'
+audit(tag)
+return {tag, v, fresh, fresh_cohorts}
 """
 
 
-def register_patient(r: redis.Redis, patient_id: str, doc: dict) -> tuple[str, WriteOutcome]:
+def register_patient(r: redis.Redis, patient_id: str, doc: dict, audit: dict) -> tuple[str, WriteOutcome]:
     """Create or replace a registration; returns ('created'|'updated'|'unchanged', outcome)."""
     head, tail = keys.cohort_key_parts()
     script_keys = [
@@ -199,8 +211,9 @@ def register_patient(r: redis.Redis, patient_id: str, doc: dict) -> tuple[str, W
         keys.COHORTS,
         keys.DIRTY_COHORTS,
         keys.ENQUEUED_COHORTS,
+        keys.AUDIT,
     ]
-    args = [patient_id, canonical(doc), now_ms(), head, tail, *doc["cohorts"]]
+    args = [patient_id, canonical(doc), now_ms(), head, tail, canonical(audit), *doc["cohorts"]]
     tag, version, fresh, cohorts = r.eval(_REGISTER, len(script_keys), *script_keys, *args)
     outcome = WriteOutcome(
         versions={patient_id: int(version)}, cohorts_to_enqueue=[_decode(c) for c in cohorts]
@@ -213,16 +226,18 @@ def register_patient(r: redis.Redis, patient_id: str, doc: dict) -> tuple[str, W
 # --- clinical events ------------------------------------------------------------------------------
 
 _ADD_EVENTS = """
--- KEYS[1] registration, [2] events hash, [3] version, [4] dirty, [5] enqueued
--- ARGV[1] patient id, [2] now ms, then pairs: event id, json
+-- KEYS[1] registration, [2] events hash, [3] version, [4] dirty, [5] enqueued, [6] audit stream
+-- ARGV[1] patient id, [2] now ms, [3] audit entry, then pairs: event id, json
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'unknown_patient', 0, 0} end
 local changed = false
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   if redis.call('HGET', KEYS[2], ARGV[i]) ~= ARGV[i + 1] then
     redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
     changed = true
   end
 end
+redis.call('XADD', KEYS[6], 'MAXLEN', '~', 100000, '*', 'entry', ARGV[3],
+  'outcomes', changed and 'stored' or 'unchanged')
 if not changed then return {'unchanged', tonumber(redis.call('GET', KEYS[3]) or '0'), 0} end
 local v = redis.call('INCR', KEYS[3])
 redis.call('ZADD', KEYS[4], 'NX', ARGV[2], ARGV[1])
@@ -236,15 +251,16 @@ def event_id(event: dict) -> str:
     return event.get("event_id") or "ev-" + content_hash(event)[:16]
 
 
-def add_events(r: redis.Redis, patient_id: str, events: Iterable[dict]) -> WriteOutcome:
+def add_events(r: redis.Redis, patient_id: str, events: Iterable[dict], audit: dict) -> WriteOutcome:
     script_keys = [
         keys.registration(patient_id),
         keys.events(patient_id),
         keys.version(patient_id),
         keys.DIRTY_PATIENTS,
         keys.ENQUEUED_PATIENTS,
+        keys.AUDIT,
     ]
-    args: list = [patient_id, now_ms()]
+    args: list = [patient_id, now_ms(), canonical(audit)]
     for ev in events:
         ev = {**ev, "event_id": event_id(ev)}
         args += [ev["event_id"], canonical(ev)]
@@ -296,7 +312,7 @@ def patient_exists(r: redis.Redis, patient_id: str) -> bool:
 
 _COMMIT_STATUS = """
 -- KEYS[1] status, [2] status version, [3] data version, [4] dirty, [5] timeline,
--- [6] dirty cohorts, [7] enqueued cohorts, then per cohort: members, follow-up hash, version.
+-- [6] dirty cohorts, [7] enqueued cohorts, [8] lag list, then per cohort: members, follow-up, version.
 -- ARGV[1] patient id, [2] data version computed from, [3] status, [4] timeline, [5] follow-up
 -- record, [6] now ms, [7..] cohort ids (in the order of their keys)
 local computed = tonumber(ARGV[2])
@@ -307,7 +323,7 @@ if computed > tonumber(redis.call('GET', KEYS[2]) or '-1') then
   redis.call('SET', KEYS[5], ARGV[4])
   redis.call('SET', KEYS[2], computed)
   for c = 1, #ARGV - 6 do
-    local k = 7 + (c - 1) * 3
+    local k = 8 + (c - 1) * 3
     local cid = ARGV[6 + c]
     -- Still a member (a registration may have moved the patient meanwhile), and a real change:
     -- only then does the cohort need a refresh.
@@ -321,7 +337,15 @@ if computed > tonumber(redis.call('GET', KEYS[2]) or '-1') then
   end
 end
 local current = tonumber(redis.call('GET', KEYS[3]) or '0')
-if current == computed then redis.call('ZREM', KEYS[4], ARGV[1]) end
+if current == computed then
+  -- Recompute lag: from the oldest write this status now reflects (its 202) to now.
+  local since = redis.call('ZSCORE', KEYS[4], ARGV[1])
+  if since then
+    redis.call('LPUSH', KEYS[8], tonumber(ARGV[6]) - tonumber(since))
+    redis.call('LTRIM', KEYS[8], 0, 999)
+  end
+  redis.call('ZREM', KEYS[4], ARGV[1])
+end
 return {current, fresh_cohorts}
 """
 
@@ -343,6 +367,7 @@ def commit_status(
         keys.timeline(pid),
         keys.DIRTY_COHORTS,
         keys.ENQUEUED_COHORTS,
+        keys.LAG_PATIENTS,
     ]
     for c in cohorts:
         script_keys += [keys.cohort_members(c), keys.cohort_followup(c), keys.cohort_version(c)]
@@ -406,6 +431,57 @@ def due_for_requeue(r: redis.Redis, kind: str, older_than_s: float, limit: int =
         _SWEEP, 2, keys.DIRTY[kind], keys.ENQUEUED[kind], now_ms(), int(older_than_s * 1000), limit
     )
     return [_decode(p) for p in reply]
+
+
+# --- idempotency keys ----------------------------------------------------------------------------
+
+
+def remembered_response(r: redis.Redis, caller: str, idempotency_key: str) -> dict | None:
+    raw = r.get(keys.idempotency(caller, idempotency_key))
+    return orjson.loads(raw) if raw else None
+
+
+def remember_response(
+    r: redis.Redis, caller: str, idempotency_key: str, request_hash: str, status: int, body: bytes, ttl_s: int
+) -> None:
+    """Keep the first response to an Idempotency-Key (NX: a concurrent twin does not replace it)."""
+    doc = {"request_hash": request_hash, "status": status, "body": body.decode()}
+    r.set(keys.idempotency(caller, idempotency_key), orjson.dumps(doc), nx=True, ex=ttl_s)
+
+
+# --- dead letters --------------------------------------------------------------------------------
+
+_DEAD_LETTER = """
+-- KEYS[1] dirty, [2] dead letters; ARGV[1] id, [2] failure json
+-- Out of the dirty set, so the sweeper stops retrying a task that fails every time; ops retry it.
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+"""
+
+
+def dead_letter(r: redis.Redis, kind: str, item_id: str, task: str, error: str) -> None:
+    failure = {"kind": kind, "id": item_id, "task": task, "error": error, "failed_ms": now_ms()}
+    r.eval(_DEAD_LETTER, 2, keys.DIRTY[kind], keys.DEAD[kind], item_id, orjson.dumps(failure))
+
+
+def dead_letters(r: redis.Redis) -> list[dict]:
+    rows = [orjson.loads(v) for key in keys.DEAD.values() for v in r.hvals(key)]
+    return sorted(rows, key=lambda row: row["failed_ms"], reverse=True)
+
+
+_RETRY = """
+-- KEYS[1] dead letters, [2] dirty, [3] enqueued; ARGV[1] id, [2] now ms
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+return 1
+"""
+
+
+def retry_dead_letter(r: redis.Redis, kind: str, item_id: str) -> bool:
+    """Put a failed item back to work (dirty again); False if there is no such dead letter."""
+    script_keys = [keys.DEAD[kind], keys.DIRTY[kind], keys.ENQUEUED[kind]]
+    return bool(r.eval(_RETRY, 3, *script_keys, item_id, now_ms()))
 
 
 # --- work tracking and workers --------------------------------------------------------------------

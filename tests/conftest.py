@@ -2,14 +2,40 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
 import redis
+from flask import Flask
+from flask.testing import FlaskClient
 
 from tests.procs import RedisServer, Worker
+
+# Keys for the tests: one with every scope (the default for test clients) and one per scope.
+FULL_KEY = "test-full-key"
+SCOPED_KEYS = {
+    f"test-{s.replace(':', '-')}": [s] for s in ("results:write", "status:read", "cohorts:write", "ops:read")
+}
+os.environ["API_KEYS"] = json.dumps(
+    {FULL_KEY: {"name": "tests", "scopes": ["results:write", "status:read", "cohorts:write", "ops:read"]},
+     **SCOPED_KEYS}
+)  # fmt: skip
+os.environ.setdefault("RATE_LIMIT", "100000/minute")
+
+
+class AuthorizedClient(FlaskClient):
+    """A test client that sends the full-scope key unless a test sets Authorization itself."""
+
+    def open(self, *args, **kwargs):
+        headers = dict(kwargs.pop("headers", None) or {})
+        headers.setdefault("Authorization", f"Bearer {FULL_KEY}")
+        return super().open(*args, headers=headers, **kwargs)
+
+
+Flask.test_client_class = AuthorizedClient
 
 
 @pytest.fixture(scope="session")

@@ -12,12 +12,14 @@ import urllib.request
 
 import pytest
 
+from tests.conftest import FULL_KEY
 from tests.procs import ROOT, free_port, wait_for
 
 
 def http(method: str, url: str, body: object | None = None) -> tuple[int, dict]:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {FULL_KEY}"}
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read())
@@ -30,7 +32,7 @@ def readme_bodies() -> dict[str, dict]:
     text = (ROOT / "README.md").read_text()
     bodies = {}
     for path, body in re.findall(
-        r"localhost:8000(\S+) -H 'Content-Type: application/json' \\\n\s+-d '(.*?)'", text, re.S
+        r"localhost:8000(\S+) -H \"\$AUTH\" -H 'Content-Type: application/json' \\\n\s+-d '(.*?)'", text, re.S
     ):
         bodies[path] = json.loads(body)
     return bodies

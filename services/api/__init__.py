@@ -6,13 +6,20 @@ so each gunicorn worker process gets its own after the fork (design-notes.md, "P
 
 from __future__ import annotations
 
-from flask import Flask
+import logging
 
+from flask import Flask
+from flask_limiter import Limiter
+
+from services.api.auth import caller, init_auth, load_keys
 from services.api.context import ApiContext
 from services.api.errors import register_error_handlers
+from services.api.observability import init_observability
 from shared.config import Settings, load_settings
 from shared.queue import make_celery
 from shared.store import connect
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -26,9 +33,31 @@ def create_app(settings: Settings | None = None) -> Flask:
         celery=make_celery(settings, "cml-api"),
     )
     register_error_handlers(app)
+    init_observability(app)
+    keys = load_keys(settings.api_keys, settings.api_keys_file)
+    if not keys:
+        log.warning("no API keys configured (API_KEYS, API_KEYS_FILE): every protected route answers 401")
+    init_auth(app, keys)  # before the limiter: its key is the authenticated caller
+    _limiter(settings).init_app(app)
 
-    from services.api import cohorts, health, patients, results, tasks
+    from services.api import cohorts, health, ops, patients, results, tasks
 
-    for module in (health, patients, results, tasks, cohorts):
+    for module in (health, patients, results, tasks, cohorts, ops):
         app.register_blueprint(module.bp)
     return app
+
+
+def _limiter(settings: Settings) -> Limiter:
+    # Per key, shared by every API process through Redis. If Redis is down the limiter steps aside
+    # (swallow_errors) and the request meets the 503 of the store itself.
+    return Limiter(
+        key_func=caller,
+        default_limits=[settings.rate_limit],
+        default_limits_exempt_when=lambda: caller() == "anonymous",
+        storage_uri=settings.redis_url,
+        storage_options={"socket_connect_timeout": 1, "socket_timeout": 2},
+        strategy="fixed-window",
+        headers_enabled=True,
+        swallow_errors=True,
+        key_prefix="cml:ratelimit",
+    )

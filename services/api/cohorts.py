@@ -7,7 +7,7 @@ import re
 import orjson
 from flask import Blueprint, Response, jsonify, request
 
-from services.api.context import ctx, enqueue, json_body
+from services.api.context import audit_entry, ctx, enqueue, json_body
 from services.api.errors import Problem
 from shared import cohort_store, cohorts, keys
 from shared.plots import FORMATS, render_curve
@@ -60,7 +60,7 @@ def put_cohort(cohort_id: str) -> Response:
     if not re.fullmatch(ID_PATTERN, cohort_id):
         raise _invalid("cohort_id", "must be 1-64 characters: letters, digits and . _ : -")
     doc = CohortSchema().load(json_body())
-    state, fresh = cohort_store.define_cohort(ctx().redis, cohort_id, doc)
+    state, fresh = cohort_store.define_cohort(ctx().redis, cohort_id, doc, audit_entry(cohort_id=cohort_id))
     if fresh:
         enqueue(REFRESH_COHORT, cohort_id)  # a changed definition is recomputed at once
     response = jsonify({"cohort_id": cohort_id, "definition": cohorts.definition(doc), "outcome": state})

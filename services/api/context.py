@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -12,10 +13,11 @@ import redis
 from celery import Celery
 from flask import current_app, request
 
+from services.api.auth import caller
 from services.api.errors import Problem
 from shared import store
 from shared.config import Settings
-from shared.queue import RECOMPUTE_PATIENT, REFRESH_COHORT
+from shared.queue import RECOMPUTE_PATIENT, REFRESH_COHORT, send
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +40,27 @@ def json_body() -> Any:
             415, "unsupported-media-type", "Unsupported media type", "Send the body as application/json."
         )
     try:
-        return orjson.loads(request.get_data(cache=False))
+        return orjson.loads(request.get_data(cache=True))
     except orjson.JSONDecodeError as exc:
         raise Problem(400, "malformed-json", "Malformed JSON", f"The body is not valid JSON: {exc}") from exc
+
+
+def audit_entry(**ids: object) -> dict:
+    """Who did what when, for the audit stream (written atomically with the data it describes)."""
+    rule = request.url_rule.rule if request.url_rule else request.path
+    return {
+        "who": caller(),
+        "what": f"{request.method} {rule}",
+        "when": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        **ids,
+    }
 
 
 def enqueue(task: str, item_id: str, task_id: str | None = None) -> None:
     """Send a task; the data and its dirty mark are already stored, so a failure is only logged:
     the worker's sweeper finds the dirty item and enqueues it."""
     try:
-        ctx().celery.send_task(task, args=[item_id], task_id=task_id)
+        send(ctx().celery, task, item_id, task_id=task_id)
     except Exception as exc:  # noqa: BLE001 - any broker failure is recovered by the sweeper
         log.warning("enqueue failed (%s); the sweeper will requeue", type(exc).__name__)
 

@@ -25,9 +25,12 @@ PROBLEM_MIME = "application/problem+json"
 class Problem(Exception):
     """Raised by a route to answer with a problem document."""
 
-    def __init__(self, status: int, slug: str, title: str, detail: str, **extra: Any):
+    def __init__(
+        self, status: int, slug: str, title: str, detail: str, headers: dict | None = None, **extra: Any
+    ):
         super().__init__(detail)
         self.status, self.slug, self.title, self.detail, self.extra = status, slug, title, detail, extra
+        self.headers = headers
 
 
 def problem_response(
@@ -77,7 +80,7 @@ def validation_problem(err: ValidationError, prefix: tuple = ()) -> Response:
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Problem)
     def _problem(exc: Problem) -> Response:
-        return problem_response(exc.status, exc.slug, exc.title, exc.detail, **exc.extra)
+        return problem_response(exc.status, exc.slug, exc.title, exc.detail, exc.headers, **exc.extra)
 
     @app.errorhandler(ValidationError)
     def _invalid(exc: ValidationError) -> Response:

@@ -7,7 +7,7 @@ import re
 import orjson
 from flask import Blueprint, Response, jsonify
 
-from services.api.context import ctx, dispatch, json_body
+from services.api.context import audit_entry, ctx, dispatch, json_body
 from services.api.errors import Problem
 from shared import store
 from shared.schemas import ID_PATTERN, EventSchema, PatientSchema, ValidationError, duplicate_ids
@@ -36,7 +36,7 @@ def put_patient(patient_id: str) -> Response:
     c = ctx()
     _checked_id(patient_id)
     doc = {"patient_id": patient_id, **PatientSchema().load(json_body())}
-    state, outcome = store.register_patient(c.redis, patient_id, doc)
+    state, outcome = store.register_patient(c.redis, patient_id, doc, audit_entry(patient_id=patient_id))
     response = jsonify({"patient": doc, "outcome": state, "tasks": dispatch(outcome)})
     response.status_code = 201 if state == "created" else 200
     return response
@@ -58,10 +58,12 @@ def post_events(patient_id: str) -> Response:
     if dupes:
         raise ValidationError(dupes)
     try:
-        outcome = store.add_events(c.redis, patient_id, events)
+        ids = [store.event_id(e) for e in events]
+        outcome = store.add_events(
+            c.redis, patient_id, events, audit_entry(patient_id=patient_id, event_ids=ids)
+        )
     except store.StoreError as err:
         raise _unknown(patient_id) from err
-    ids = [store.event_id(e) for e in events]
     response = jsonify({"accepted": ids, "tasks": dispatch(outcome)})
     response.status_code = 202
     return response

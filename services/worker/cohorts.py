@@ -9,12 +9,14 @@ from __future__ import annotations
 from celery import Task
 
 from services.worker import app, settings
+from services.worker.instrument import instrumented
 from services.worker.redis_client import redis_client
 from shared import cohort_store, cohorts, documents, store
 from shared.queue import REFRESH_COHORT
 
 
 @app.task(name=REFRESH_COHORT, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+@instrumented("cohort", REFRESH_COHORT)
 def refresh_cohort(self: Task, cohort_id: str) -> str:
     r = redis_client()
     if not store.claim(r, "cohort", cohort_id):

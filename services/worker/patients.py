@@ -9,12 +9,14 @@ no write arrived meanwhile (design-notes.md, "Tasks are hints; Redis state is th
 from __future__ import annotations
 
 from services.worker import app, settings
+from services.worker.instrument import instrumented
 from services.worker.redis_client import redis_client
 from shared import documents, store
-from shared.queue import RECOMPUTE_PATIENT, REFRESH_COHORT
+from shared.queue import RECOMPUTE_PATIENT, REFRESH_COHORT, send
 
 
 @app.task(name=RECOMPUTE_PATIENT, acks_late=True, reject_on_worker_lost=True)
+@instrumented("patient", RECOMPUTE_PATIENT)
 def recompute_patient(patient_id: str) -> str:
     r = redis_client()
     if not store.claim(r, "patient", patient_id):
@@ -26,6 +28,6 @@ def recompute_patient(patient_id: str) -> str:
     current, cohorts = store.commit_status(r, data, status, timeline, record)
     for cohort_id in cohorts:
         # Debounced: the refresh reads the cohort after the burst has had time to land.
-        app.send_task(REFRESH_COHORT, args=[cohort_id], countdown=settings.cohort_debounce_s)
+        send(app, REFRESH_COHORT, cohort_id, countdown=settings.cohort_debounce_s)
     # A newer write arrived while computing: it enqueued its own task when it found none pending.
     return "stale" if current > data.version else "done"

@@ -16,7 +16,7 @@ from celery.signals import worker_ready, worker_shutdown
 from services.worker import app, settings
 from services.worker.redis_client import redis_client
 from shared import store
-from shared.queue import TASK_FOR_KIND
+from shared.queue import TASK_FOR_KIND, send
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()
@@ -29,7 +29,7 @@ def sweep_once(worker: str) -> int:
     for kind, task in TASK_FOR_KIND.items():
         due = store.due_for_requeue(r, kind, settings.requeue_after_s)
         for item_id in due:
-            app.send_task(task, args=[item_id])
+            send(app, task, item_id)
         if due:
             log.info("sweeper requeued %d dirty %ss", len(due), kind)
         requeued += len(due)

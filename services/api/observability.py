@@ -1,0 +1,72 @@
+"""Request metrics (Prometheus) and an access log that names routes, not paths: a path carries a
+patient id, and application logs carry no patient identifiers.
+
+Under gunicorn with several workers set PROMETHEUS_MULTIPROC_DIR (scripts/run and docker-compose do)
+so that /metrics sums every worker process; task metrics and queue depths come from Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from flask import Flask, Response, g, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+from services.api.auth import caller
+
+access_log = logging.getLogger("cml.access")
+
+REQUESTS = Counter(
+    "cml_http_requests", "HTTP requests by route, method and status", ["route", "method", "status"]
+)
+LATENCY = Histogram(
+    "cml_http_request_seconds",
+    "HTTP request latency by route and method",
+    ["route", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+
+
+def _route() -> str:
+    return request.url_rule.rule if request.url_rule else "unmatched"
+
+
+def init_observability(app: Flask) -> None:
+    @app.before_request
+    def _start() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _record(response: Response) -> Response:
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        route = _route()
+        REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+        LATENCY.labels(route, request.method).observe(elapsed)
+        access_log.info(
+            "%s %s %s %.1fms key=%s", request.method, route, response.status_code, elapsed * 1000, caller()
+        )
+        return response
+
+
+def metrics_response(extra_collector: object) -> Response:
+    """Prometheus text: this process's (or every gunicorn worker's) request metrics, plus Redis-held
+    task metrics and queue depths."""
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    body = generate_latest(registry)
+    task_registry = CollectorRegistry()
+    task_registry.register(extra_collector)
+    return Response(body + generate_latest(task_registry), mimetype=CONTENT_TYPE_LATEST)

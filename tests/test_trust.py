@@ -1,0 +1,227 @@
+"""Who may call what, the audit trail, rate limits, idempotency keys, dead letters and the ops view,
+against the real Redis and worker the tests start."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+from services.api import create_app
+from services.api.auth import digest
+from shared import keys, store
+from shared.config import load_settings
+from tests.conftest import SCOPED_KEYS
+from tests.procs import ROOT, RedisServer, wait_for
+from tests.support import register, result, wait_status
+
+PROBLEM = "application/problem+json"
+
+
+def bearer(scope: str) -> dict:
+    key = next(k for k, scopes in SCOPED_KEYS.items() if scopes == [scope])
+    return {"Authorization": f"Bearer {key}"}
+
+
+# --- who may call what ----------------------------------------------------------------------------
+
+
+def test_no_key_or_wrong_key_is_401(client, pid):
+    for headers in ({"Authorization": ""}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic abc"}):
+        resp = client.get(f"/v1/patients/{pid}/status", headers=headers)
+        assert resp.status_code == 401 and resp.mimetype == PROBLEM
+        assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+    assert client.get("/healthz", headers={"Authorization": ""}).status_code == 200
+    assert client.get("/readyz", headers={"Authorization": ""}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("post", "/v1/assay-results", "results:write"),
+        ("put", "/v1/patients/P-x", "results:write"),
+        ("post", "/v1/patients/P-x/events", "results:write"),
+        ("get", "/v1/patients/P-x/status", "status:read"),
+        ("get", "/v1/patients/P-x/results", "status:read"),
+        ("get", "/v1/cohorts", "status:read"),
+        ("get", "/v1/cohorts/C/statistics", "status:read"),
+        ("put", "/v1/cohorts/C", "cohorts:write"),
+        ("get", "/v1/ops/queues", "ops:read"),
+        ("get", "/v1/ops/audit", "ops:read"),
+        ("get", "/v1/ops/dead-letters", "ops:read"),
+        ("get", "/metrics", "ops:read"),
+    ],
+)
+def test_scopes(client, method, path, allowed):
+    for scope in ("results:write", "status:read", "cohorts:write", "ops:read"):
+        resp = getattr(client, method)(path, headers=bearer(scope), json={})
+        if scope == allowed:
+            assert resp.status_code not in (401, 403), (scope, path)
+        else:
+            assert resp.status_code == 403 and resp.mimetype == PROBLEM, (scope, path, resp.status_code)
+            assert allowed in resp.get_json()["detail"]
+
+
+def test_keys_file_with_digests_and_key_command(tmp_path, redis_url, monkeypatch):
+    out = subprocess.run(
+        [sys.executable, "-m", "services.api.auth", "new", "--scopes", "status:read", "--name", "lab-reader"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    lines = {k: v.strip() for k, v in (line.split(": ", 1) for line in out.strip().splitlines())}
+    key, entry = lines["key"], json.loads(lines["API_KEYS_FILE entry"])
+    assert lines["digest"] == f"sha256:{digest(key).hex()}" and key not in lines["API_KEYS_FILE entry"]
+    (tmp_path / "keys.json").write_text(json.dumps(entry))
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.delenv("API_KEYS")
+    monkeypatch.setenv("API_KEYS_FILE", str(tmp_path / "keys.json"))
+    client = create_app(load_settings()).test_client()
+    ok = client.get("/v1/cohorts", headers={"Authorization": f"Bearer {key}"})
+    assert ok.status_code == 200
+    assert client.get("/v1/cohorts", headers={"Authorization": f"Bearer {key}x"}).status_code == 401
+    denied = client.post("/v1/assay-results", headers={"Authorization": f"Bearer {key}"}, json={})
+    assert denied.status_code == 403
+
+
+# --- audit and logs ---------------------------------------------------------------------------------
+
+
+def test_audit_trail_records_writes(client, pid):
+    register(client, pid)
+    client.post("/v1/assay-results", json=[result(pid, f"{pid}-A1"), result(pid, f"{pid}-A2")])
+    entries = client.get("/v1/ops/audit?count=50", headers=bearer("ops:read")).get_json()["entries"]
+    post = next(e for e in entries if e.get("result_ids") == [f"{pid}-A1", f"{pid}-A2"])
+    assert post["who"] == "tests" and post["what"] == "POST /v1/assay-results"
+    assert post["outcomes"] == ["created", "created"] and post["when"]
+    reg = next(e for e in entries if e.get("patient_id") == pid and e["what"].startswith("PUT"))
+    assert reg["outcomes"] == ["created"]
+    assert client.get("/v1/ops/audit", headers=bearer("status:read")).status_code == 403
+    assert client.get("/v1/ops/audit?count=0", headers=bearer("ops:read")).status_code == 422
+
+
+def test_logs_carry_no_patient_ids_or_values(client, pid, worker, caplog):
+    caplog.set_level(logging.DEBUG)
+    register(client, pid)
+    client.post("/v1/assay-results", json=result(pid, f"{pid}-L1", bcr_abl1_copies=123.456))
+    client.get(f"/v1/patients/{pid}/status")
+    wait_status(client, pid, lambda d: d["results_count"] == 1)
+    text = "\n".join(rec.getMessage() for rec in caplog.records)
+    assert "POST /v1/assay-results 202" in text  # the access log is there, by route
+    assert pid not in text and "123.456" not in text
+    worker_log = worker.log.read_text()
+    assert "cml.recompute_patient" in worker_log and pid not in worker_log and "123.456" not in worker_log
+
+
+# --- limits and idempotency -----------------------------------------------------------------------
+
+
+def test_rate_limit_429_with_retry_after(redis_url, monkeypatch):
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("RATE_LIMIT", "3/minute")
+    client = create_app(load_settings()).test_client()
+    key = bearer("ops:read")
+    codes = [client.get("/v1/ops/queues", headers=key).status_code for _ in range(3)]
+    assert codes == [200, 200, 200]
+    resp = client.get("/v1/ops/queues", headers=key)
+    assert resp.status_code == 429 and resp.mimetype == PROBLEM
+    assert int(resp.headers["Retry-After"]) > 0
+    assert client.get("/healthz").status_code == 200  # probes are not limited
+
+
+def test_idempotency_key_replays_a_batch(client, r, pid):
+    register(client, pid)
+    batch = [result(pid, f"{pid}-I1"), result(pid, f"{pid}-I2")]
+    headers = {"Idempotency-Key": f"batch-{pid}"}
+    first = client.post("/v1/assay-results", json=batch, headers=headers)
+    version = int(r.get(keys.version(pid)))
+    audit_len = r.xlen(keys.AUDIT)
+    again = client.post("/v1/assay-results", json=batch, headers=headers)
+    assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_json() == first.get_json()
+    assert int(r.get(keys.version(pid))) == version and r.xlen(keys.AUDIT) == audit_len
+    other = client.post("/v1/assay-results", json=batch[:1], headers=headers)
+    assert other.status_code == 422 and other.get_json()["errors"][0]["field"] == "Idempotency-Key"
+
+
+# --- dead letters and the ops view ----------------------------------------------------------------
+
+
+def test_failed_task_goes_to_dead_letters_and_ops_can_retry(client, r, pid):
+    register(client, pid)
+    wait_status(client, pid, lambda d: d["data_version"] >= 1)
+    good = result(pid, f"{pid}-G", status="final", conversion_factor=1.0, is_percent=None, lab=None,
+                  assay=None, transcript=None)  # fmt: skip
+    broken = {**good, "control_gene": "HPRT1"}  # bypasses the API: what a bad migration could leave
+    r.hset(keys.results(pid), good["result_id"], orjson.dumps(broken))
+    r.incr(keys.version(pid))
+    r.zadd(keys.DIRTY_PATIENTS, {pid: store.now_ms() - 60_000})  # the sweeper will pick it up
+    ops = bearer("ops:read")
+
+    def listed():
+        rows = client.get("/v1/ops/dead-letters", headers=ops).get_json()["dead_letters"]
+        return next((row for row in rows if row["id"] == pid), None)
+
+    row = wait_for(listed, 20, what="the dead letter")
+    assert (
+        row["kind"] == "patient" and "ValueError" in row["error"] and row["task"] == "cml.recompute_patient"
+    )
+    assert r.zscore(keys.DIRTY_PATIENTS, pid) is None  # out of the sweeper's way
+    report = client.get("/v1/ops/queues", headers=ops).get_json()
+    assert report["failed"]["patient"] >= 1
+    r.hset(keys.results(pid), good["result_id"], orjson.dumps(good))  # the data is repaired
+    retry = client.post(f"/v1/ops/dead-letters/patient/{pid}/retry", headers=ops)
+    assert retry.status_code == 202
+    doc = wait_status(client, pid, lambda d: d["results_count"] == 1)
+    assert doc["response_level"] == "MMR"
+    assert listed() is None
+    assert client.post(f"/v1/ops/dead-letters/patient/{pid}/retry", headers=ops).status_code == 404
+
+
+def test_ops_queues_report(client, pid):
+    register(client, pid)
+    client.post("/v1/assay-results", json=result(pid))
+    wait_status(client, pid, lambda d: d["results_count"] == 1)
+    report = client.get("/v1/ops/queues", headers=bearer("ops:read")).get_json()
+    assert {q["queue"] for q in report["queues"]} == {"patients", "cohorts"}
+    for q in report["queues"]:
+        assert q["depth"] >= 0 and q["in_flight"] >= 0
+    assert report["workers_alive"] >= 1
+    assert all(w["last_heartbeat_ms"] > 0 for w in report["workers"])
+    lag = report["recompute_lag_ms"]
+    assert lag["samples"] >= 1 and 0 <= lag["p50"] <= lag["p99"]
+    assert set(report["backlog"]) == {"patient", "cohort"}
+
+
+def test_metrics_in_prometheus_format(client, pid):
+    register(client, pid)
+    client.post("/v1/assay-results", json=result(pid))
+    wait_status(client, pid, lambda d: d["results_count"] == 1)
+    resp = client.get("/metrics", headers=bearer("ops:read"))
+    assert resp.status_code == 200 and resp.mimetype == "text/plain"
+    text = resp.get_data(as_text=True)
+    assert 'cml_http_requests_total{method="POST",route="/v1/assay-results",status="202"}' in text
+    assert 'cml_http_request_seconds_bucket{le="0.001",method="POST",route="/v1/assay-results"}' in text
+    assert 'cml_tasks_total{outcome="done",task="cml.recompute_patient"}' in text
+    assert 'cml_task_seconds_count{outcome="done",task="cml.recompute_patient"}' in text
+    assert 'cml_queue_depth{queue="patients"}' in text
+
+
+def test_readyz_fails_without_workers_or_redis(tmp_path, monkeypatch):
+    server = RedisServer(tmp_path / "lonely")
+    server.start()
+    try:
+        monkeypatch.setenv("REDIS_URL", server.url)
+        client = create_app(load_settings()).test_client()
+        resp = client.get("/readyz")
+        assert resp.status_code == 503 and resp.mimetype == PROBLEM
+        assert resp.get_json()["checks"]["workers"]["ok"] is False
+        server.kill9()
+        resp = client.get("/readyz")
+        assert resp.status_code == 503 and resp.get_json()["checks"]["redis"]["ok"] is False
+        down = client.get("/v1/patients/P-1/status")
+        assert down.status_code == 503 and down.mimetype == PROBLEM and down.headers["Retry-After"]
+    finally:
+        server.stop()
