@@ -69,9 +69,9 @@ def serve(app: str, port: int, env: dict) -> subprocess.Popen:
 
     def up() -> bool:
         try:
-            return (
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/patients/{PATIENT}/status").status == 200
-            )
+            url = f"http://127.0.0.1:{port}/v1/patients/{PATIENT}/status"
+            req = urllib.request.Request(url, headers={"Authorization": f"Bearer {KEY}"})
+            return urllib.request.urlopen(req).status == 200
         except OSError:
             return False
 

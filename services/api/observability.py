@@ -25,6 +25,9 @@ from prometheus_client import (
 from services.api.auth import caller
 
 access_log = logging.getLogger("cml.access")
+# The read path: one Redis GET each. Exempt from the Redis-backed rate limiter and logged at DEBUG
+# when successful, because either would cost it a tenth of its speed (bench/README.md).
+HOT_READS = frozenset({"patients.get_status", "patients.get_results"})
 
 REQUESTS = Counter(
     "cml_http_requests", "HTTP requests by route, method and status", ["route", "method", "status"]
@@ -41,20 +44,43 @@ def _route() -> str:
     return request.url_rule.rule if request.url_rule else "unmatched"
 
 
+def configure_logging() -> None:
+    """Service logs to stderr (gunicorn and docker collect it), level from LOG_LEVEL."""
+    logger = logging.getLogger("cml")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(os.environ.get("LOG_LEVEL", "INFO"))
+
+
 def init_observability(app: Flask) -> None:
+    configure_logging()
+
     @app.before_request
     def _start() -> None:
         g.started = time.perf_counter()
+
+    children: dict[tuple, tuple] = {}  # label lookups cached: they cost more than the increments
 
     @app.after_request
     def _record(response: Response) -> Response:
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
         route = _route()
-        REQUESTS.labels(route, request.method, str(response.status_code)).inc()
-        LATENCY.labels(route, request.method).observe(elapsed)
-        access_log.info(
-            "%s %s %s %.1fms key=%s", request.method, route, response.status_code, elapsed * 1000, caller()
+        labels = (route, request.method, response.status_code)
+        metrics = children.get(labels)
+        if metrics is None:
+            metrics = (REQUESTS.labels(route, request.method, str(response.status_code)),
+                       LATENCY.labels(route, request.method))  # fmt: skip
+            children[labels] = metrics
+        metrics[0].inc()
+        metrics[1].observe(elapsed)
+        level = (
+            logging.DEBUG if request.endpoint in HOT_READS and response.status_code < 400 else logging.INFO
         )
+        if access_log.isEnabledFor(level):
+            access_log.log(level, "%s %s %s %.1fms key=%s", request.method, route, response.status_code,
+                           elapsed * 1000, caller())  # fmt: skip
         return response
 
 
