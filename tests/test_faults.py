@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from services.api import create_app
-from shared import documents, keys, store
+from shared import cohort_store, cohorts, documents, keys, store
 from shared.config import load_settings
 from tests.procs import RedisServer, Worker, wait_for
 from tests.support import result
@@ -53,6 +53,22 @@ def register_all(client, patients: list[str]) -> None:
         assert resp.status_code == 201
 
 
+def clean_cohort_statistics(r, cohort_id: str) -> dict:
+    """What a clean refresh from the stored follow-up records gives (without the envelope)."""
+    snap = cohort_store.load_cohort(r, cohort_id)
+    doc, _ = documents.cohort_documents(snap, cohorts.cohort_data(snap.records, snap.definition))
+    return {k: v for k, v in doc.items() if k not in VOLATILE}
+
+
+def cohort_converged(r, cohort_id: str) -> bool:
+    raw = r.get(keys.cohort_stats(cohort_id))
+    return (
+        raw is not None
+        and r.zscore(keys.DIRTY_COHORTS, cohort_id) is None
+        and orjson.loads(raw)["data_version"] == int(r.get(keys.cohort_version(cohort_id)))
+    )
+
+
 def test_worker_killed_mid_burst_converges(own_redis, tmp_path):
     app = create_app(load_settings())
     client = app.test_client()
@@ -82,12 +98,20 @@ def test_worker_killed_mid_burst_converges(own_redis, tmp_path):
     second.start()
     try:
         wait_for(lambda: converged(r, patients), 60, interval=0.2, what="statuses to converge")
+        wait_for(lambda: cohort_converged(r, "F"), 60, interval=0.2, what="the cohort to converge")
         for rid in acknowledged:
             assert r.hexists(keys.RESULT_INDEX, rid), rid
         for pid in patients:
             stored = {k: v for k, v in orjson.loads(r.get(keys.status(pid))).items() if k not in VOLATILE}
             assert stored == clean_documents(r, pid)
             assert stored["results_count"] == 12
+        stats = {k: v for k, v in orjson.loads(r.get(keys.cohort_stats("F"))).items() if k not in VOLATILE}
+        assert stats == clean_cohort_statistics(r, "F")
+        assert stats["n_evaluable"] == 20
+        # Every record the cohort holds equals the one a clean recompute of the patient gives.
+        for pid in patients:
+            _, _, record = documents.patient_documents(store.load_patient(r, pid))
+            assert orjson.loads(r.hget(keys.cohort_followup("F"), pid)) == record
     finally:
         second.stop()
 
@@ -114,6 +138,8 @@ def test_redis_killed_mid_burst_loses_nothing_acknowledged(own_redis, tmp_path):
                 assert resp.mimetype == "application/problem+json"
             n += 1
 
+    worker = Worker(own_redis.url, "survivor", tmp_path, concurrency=2)
+    worker.start()
     thread = threading.Thread(target=burst)
     thread.start()
     wait_for(lambda: len(acknowledged) >= 200, 30, what="a burst under way")
@@ -129,3 +155,11 @@ def test_redis_killed_mid_burst_loses_nothing_acknowledged(own_redis, tmp_path):
     missing = [rid for rid in acknowledged if not r.hexists(keys.RESULT_INDEX, rid)]
     assert not missing, f"{len(missing)} acknowledged results lost, e.g. {missing[:5]}"
     assert 503 in statuses
+    try:
+        # The worker lived through the outage: it reconnects and every status catches up.
+        wait_for(lambda: converged(r, patients), 90, interval=0.3, what="statuses to converge after restart")
+        for pid in patients:
+            stored = orjson.loads(r.get(keys.status(pid)))
+            assert stored["results_count"] == r.hlen(keys.results(pid))
+    finally:
+        worker.stop()
