@@ -43,6 +43,7 @@ def cohort_documents(snap: CohortSnapshot, data: cohorts.CohortData) -> tuple[di
         "cohort_id": snap.cohort_id,
         "computed_at": _now(),
         "data_version": snap.version,
+        "pending": False,
         "definition": snap.definition,
     }
     return {**envelope, **cohorts.statistics(data)}, {**envelope, **cohorts.curve(data)}

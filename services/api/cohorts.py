@@ -45,14 +45,31 @@ def _horizons() -> list[float] | None:
     return values
 
 
+class NotComputedYet(Exception):
+    """A known cohort whose first refresh has not finished (seconds after its first member)."""
+
+
 def _data(cohort_id: str):
-    """The last refresh's data of a cohort; 404 if unknown, 503 if its first refresh is pending."""
+    """The last refresh's data of a cohort; 404 if unknown, NotComputedYet before its first refresh."""
     loaded = cohort_store.read_data(ctx().redis, cohort_id)
     if loaded is not None:
         return loaded
     if not cohort_store.cohort_exists(ctx().redis, cohort_id):
         raise _unknown(cohort_id)
-    raise Problem(503, "not-computed-yet", "Not computed yet", f"Cohort {cohort_id} is being computed.")
+    raise NotComputedYet(cohort_id)
+
+
+def _not_computed(cohort_id: str) -> Problem:
+    # A 4xx, not a 503: nothing is unavailable; the figures simply do not exist yet.
+    return Problem(
+        409, "not-computed-yet", "Not computed yet",
+        f"Cohort {cohort_id} is being computed; retry in a second.", headers={"Retry-After": "1"},
+    )  # fmt: skip
+
+
+def _pending(cohort_id: str) -> Response:
+    doc = {"cohort_id": cohort_id, "pending": True, "computed_at": None, "data_version": None}
+    return Response(orjson.dumps(doc), mimetype=JSON)
 
 
 @bp.put("/v1/cohorts/<cohort_id>")
@@ -80,15 +97,23 @@ def get_statistics(cohort_id: str) -> Response:
         raw = cohort_store.read_stats(ctx().redis, cohort_id)  # one GET: the stored document
         if raw is not None:
             return Response(raw, mimetype=JSON)
-    data, curve, _ = _data(cohort_id)
-    envelope = {k: curve[k] for k in ("cohort_id", "computed_at", "data_version", "definition")}
+    try:
+        data, curve, _ = _data(cohort_id)
+    except NotComputedYet:
+        return _pending(cohort_id)
+    envelope = {k: curve[k] for k in ("cohort_id", "computed_at", "data_version", "pending", "definition")}
     return jsonify({**envelope, **cohorts.statistics(data, horizons or cohorts.DEFAULT_HORIZONS_MONTHS)})
 
 
 @bp.get("/v1/cohorts/<cohort_id>/curve")
 def get_curve(cohort_id: str) -> Response:
     best = request.accept_mimetypes.best_match([JSON, *FORMATS.values()], default=JSON)
-    data, curve, version = _data(cohort_id)
+    try:
+        data, curve, version = _data(cohort_id)
+    except NotComputedYet:
+        if best == JSON:
+            return _pending(cohort_id)
+        raise _not_computed(cohort_id) from None
     if best == JSON:
         return jsonify(curve)
     fmt = next(f for f, mime in FORMATS.items() if mime == best)
@@ -107,8 +132,11 @@ def compare() -> Response:
     for name, value in (("a", a), ("b", b)):
         if not value:
             raise _invalid(name, "is required: a cohort id")
-    data_a, curve_a, _ = _data(a)
-    data_b, curve_b, _ = _data(b)
+    try:
+        data_a, curve_a, _ = _data(a)
+        data_b, curve_b, _ = _data(b)
+    except NotComputedYet as exc:
+        raise _not_computed(str(exc)) from None
     result = cohorts.compare(data_a, data_b, _horizons() or cohorts.DEFAULT_HORIZONS_MONTHS)
     result["a"] = {"cohort_id": a, "data_version": curve_a["data_version"], **result["a"]}
     result["b"] = {"cohort_id": b, "data_version": curve_b["data_version"], **result["b"]}
