@@ -23,6 +23,9 @@ from marshmallow import (
     validates_schema,
 )
 
+from shared.clinical.therapy import EVENT_TYPES
+from shared.cohorts import DEFAULT_DEFINITION, ENDPOINT_LEVELS
+
 # Ids become part of Redis keys and log lines: a conservative alphabet, no braces or '|'.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 # \Z, not $: "$" also matches before a trailing newline, which would end up inside a Redis key.
@@ -35,15 +38,6 @@ _NAME = validate.Regexp(r"^(?=.*\S).{1,40}\Z", error="must be 1-40 characters, n
 EARLIEST_DATE = date(1990, 1, 1)
 CONTROL_GENES = ("ABL1", "GUSB", "BCR")
 RESULT_STATUSES = ("final", "amended", "corrected", "entered-in-error")
-EVENT_TYPES = (
-    "tki_stopped",
-    "tki_changed",
-    "add_on_started",
-    "add_on_stopped",
-    "progression",
-    "death",
-    "lost_to_follow_up",
-)
 
 
 def _latest_allowed() -> date:
@@ -178,13 +172,16 @@ class EventSchema(_Strict):
 class CohortSchema(_Strict):
     """A cohort definition (README.md, "Cohort statistics"); absent fields take the defaults."""
 
-    endpoint = fields.String(load_default="MR4.5", validate=validate.OneOf(("MMR", "MR4", "MR4.5", "MR5")))
+    endpoint = fields.String(
+        load_default=DEFAULT_DEFINITION["endpoint"], validate=validate.OneOf(ENDPOINT_LEVELS)
+    )
     competing_events = fields.List(
         fields.String(validate=validate.OneOf(EVENT_TYPES)),
-        load_default=lambda: ["tki_stopped", "progression", "death"],
+        load_default=lambda: list(DEFAULT_DEFINITION["competing_events"]),
     )
     censoring_events = fields.List(
-        fields.String(validate=validate.OneOf(EVENT_TYPES)), load_default=lambda: ["lost_to_follow_up"]
+        fields.String(validate=validate.OneOf(EVENT_TYPES)),
+        load_default=lambda: list(DEFAULT_DEFINITION["censoring_events"]),
     )
     data_cutoff = ClinicalDate(load_default=None, allow_none=True)
     description = _text(500)
