@@ -13,7 +13,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 from shared.cohorts import ENDPOINT, CohortData  # noqa: E402
 from shared.stats import DAYS_PER_MONTH  # noqa: E402
 
-RISK_TABLE_MONTHS = (0, 3, 6, 12, 24, 48)
 FORMATS = {"png": "image/png", "svg": "image/svg+xml"}
 
 
@@ -47,17 +46,18 @@ def render_curve(curve: dict, data: CohortData, fmt: str) -> bytes:
         ax.set_xlabel("Months from enrolment")
         ax.set_ylim(0, 1)
         ax.set_xlim(0, max(12.0, (curve.get("last_time_days") or 0) / DAYS_PER_MONTH))
-        ax.set_title(f"Cohort {curve.get('cohort_id', '')}: n = {len(data.patients)} evaluable")
         ax.legend(loc="upper left", fontsize=8)
         ax.grid(alpha=0.3)
-        at_risk = [int((data.time_days >= m * DAYS_PER_MONTH).sum()) for m in RISK_TABLE_MONTHS]
-        ticks = [m for m in RISK_TABLE_MONTHS if m <= ax.get_xlim()[1]]
-        below = {"xytext": (0, -38), "textcoords": "offset points", "fontsize": 8, "annotation_clip": False}
-        for m, n in zip(RISK_TABLE_MONTHS, at_risk, strict=True):
-            if m in ticks:
-                ax.annotate(str(n), (m, 0), ha="center", **below)
-        ax.annotate("At risk", (0, 0), ha="right", **{**below, "xytext": (-30, -38)})
-        fig.text(0.01, 0.01, f"endpoint events: {int((data.status == ENDPOINT).sum())}", fontsize=7)
+        # Numbers at risk under the axis, at its ticks (as published Kaplan-Meier figures show them).
+        ticks = [t for t in ax.get_xticks() if 0 <= t <= ax.get_xlim()[1]]
+        below = {"xytext": (0, -50), "textcoords": "offset points", "fontsize": 8, "annotation_clip": False}
+        for t in ticks:
+            n = int((data.time_days >= t * DAYS_PER_MONTH).sum())
+            ax.annotate(str(n), (t, 0), ha="center", **below)
+        ax.annotate("At risk", (0, 0), ha="right", **{**below, "xytext": (-22, -50)})
+        events = int((data.status == ENDPOINT).sum())
+        name = curve.get("cohort_id", "")
+        ax.set_title(f"Cohort {name}: {len(data.patients)} evaluable, {events} reached {endpoint}")
         fig.subplots_adjust(bottom=0.22, left=0.16)
         buf = io.BytesIO()
         fig.savefig(buf, format=fmt)
