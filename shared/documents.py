@@ -8,7 +8,10 @@ readers rely on: ``computed_at`` and the ``data_version`` the document reflects.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
 
 from shared import cohorts
 from shared.clinical.scored import WITHDRAWN_STATUS, score_result
@@ -47,3 +50,17 @@ def cohort_documents(snap: CohortSnapshot, data: cohorts.CohortData) -> tuple[di
         "definition": snap.definition,
     }
     return {**envelope, **cohorts.statistics(data)}, {**envelope, **cohorts.curve(data)}
+
+
+@cache
+def rules_fingerprint() -> str:
+    """A hash of the code every stored document is computed by (clinical rules, cohort definitions,
+    estimators, these documents): when a deployment changes it, every patient is recomputed."""
+    root = Path(__file__).resolve().parent
+    files = sorted(
+        [*root.glob("clinical/*.py"), *root.glob("stats/*.py"), root / "cohorts.py", Path(__file__)]
+    )
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
+    return digest.hexdigest()

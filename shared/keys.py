@@ -32,6 +32,7 @@ Global:
 ``cml:cohorts``                        set     cohort ids named by any patient or defined by PUT
 ``cml:dead:patient`` / ``cml:dead:cohort``  hash  id -> last failure (JSON: task, error, at); ops retry
 ``cml:lag:patient``                    list    recent recompute lags in ms (202 to status written), capped
+``cml:rules``                          string  fingerprint of the rules the stored documents were made by
 ``cml:audit``                          stream  one entry per accepted write: who, what, when, ids
 ``cml:metrics:tasks``                  hash    task counters and latency histogram (Prometheus export)
 ``cml:ratelimit...``                   (flask-limiter's own keys, per API key)
@@ -165,6 +166,7 @@ def cohort_image(cohort_id: str, version: int, fmt: str) -> str:
 
 
 AUDIT = f"{PREFIX}audit"
+RULES = f"{PREFIX}rules"
 TASK_METRICS = f"{PREFIX}metrics:tasks"
 LAG_PATIENTS = f"{PREFIX}lag:patient"
 DEAD = {"patient": f"{PREFIX}dead:patient", "cohort": f"{PREFIX}dead:cohort"}

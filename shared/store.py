@@ -484,6 +484,28 @@ def retry_dead_letter(r: redis.Redis, kind: str, item_id: str) -> bool:
     return bool(r.eval(_RETRY, 3, *script_keys, item_id, now_ms()))
 
 
+# --- rules changes -------------------------------------------------------------------------------
+
+_RULES_CHANGED = """
+-- KEYS[1] rules fingerprint, [2] patients set, [3] dirty; ARGV[1] fingerprint, [2] now ms
+if redis.call('GET', KEYS[1]) == ARGV[1] then return -1 end
+local n = 0
+for _, pid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  n = n + redis.call('ZADD', KEYS[3], 'NX', ARGV[2], pid)
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return n
+"""
+
+
+def recompute_all_if_rules_changed(r: redis.Redis, fingerprint: str) -> int:
+    """Mark every patient dirty when the stored documents were made by other rules (a deployment
+    changed them); the sweeper then recomputes them all. Returns how many were marked, -1 if none."""
+    return int(
+        r.eval(_RULES_CHANGED, 3, keys.RULES, keys.PATIENTS, keys.DIRTY_PATIENTS, fingerprint, now_ms())
+    )
+
+
 # --- work tracking and workers --------------------------------------------------------------------
 
 

@@ -182,3 +182,18 @@ def test_health_and_readiness(client):
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.get_json()["checks"]["workers"]["alive"] >= 1
+
+
+def test_a_rules_change_recomputes_every_patient(client, pid, r):
+    """A deployment that changes the rules marks every stored status stale; the sweeper redoes them."""
+    from shared import documents, store
+
+    register(client, pid)
+    post(client, result(pid, "R-rules"))
+    before = wait_status(client, pid, lambda d: d["results_count"] == 1)
+    r.set(keys.RULES, "an older deployment")
+    assert store.recompute_all_if_rules_changed(r, documents.rules_fingerprint()) >= 1
+    assert r.zscore(keys.DIRTY_PATIENTS, pid) is not None
+    assert store.recompute_all_if_rules_changed(r, documents.rules_fingerprint()) == -1
+    after = wait_status(client, pid, lambda d: d["computed_at"] != before["computed_at"])
+    assert after["response_level"] == before["response_level"]

@@ -15,7 +15,7 @@ from celery.signals import worker_ready, worker_shutdown
 
 from services.worker import app, settings
 from services.worker.redis_client import redis_client
-from shared import store
+from shared import documents, store
 from shared.queue import TASK_FOR_KIND, send
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,12 @@ def sweep_once(worker: str) -> int:
 
 
 def _loop(worker: str) -> None:
+    try:
+        marked = store.recompute_all_if_rules_changed(redis_client(), documents.rules_fingerprint())
+        if marked >= 0:
+            log.info("rules changed since the stored documents were made: %d patients to recompute", marked)
+    except Exception as exc:  # noqa: BLE001 - Redis may be down at start; the next start retries
+        log.warning("rules check failed: %s", type(exc).__name__)
     while not _stop.is_set():
         try:
             sweep_once(worker)
