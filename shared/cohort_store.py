@@ -94,7 +94,7 @@ _COMMIT = """
 -- KEYS[1] stats, [2] stats version, [3] data version, [4] dirty cohorts, [5] arrays, [6] refreshes
 -- ARGV[1] cohort id, [2] version computed from, [3] stats json, then arrays field/value pairs
 local computed = tonumber(ARGV[2])
-if computed > tonumber(redis.call('GET', KEYS[2]) or '-1') then
+if computed >= tonumber(redis.call('GET', KEYS[2]) or '-1') then
   redis.call('INCR', KEYS[6])
   redis.call('SET', KEYS[1], ARGV[3])
   redis.call('DEL', KEYS[5])

@@ -317,8 +317,9 @@ _COMMIT_STATUS = """
 -- record, [6] now ms, [7..] cohort ids (in the order of their keys)
 local computed = tonumber(ARGV[2])
 local fresh_cohorts = {}
--- Never replace a newer status with an older one (two workers may race on one patient).
-if computed > tonumber(redis.call('GET', KEYS[2]) or '-1') then
+-- Never replace a newer status with an older one (two workers may race on one patient); the same
+-- version is rewritten (a recompute after a rules change).
+if computed >= tonumber(redis.call('GET', KEYS[2]) or '-1') then
   redis.call('SET', KEYS[1], ARGV[3])
   redis.call('SET', KEYS[5], ARGV[4])
   redis.call('SET', KEYS[2], computed)
@@ -487,11 +488,15 @@ def retry_dead_letter(r: redis.Redis, kind: str, item_id: str) -> bool:
 # --- rules changes -------------------------------------------------------------------------------
 
 _RULES_CHANGED = """
--- KEYS[1] rules fingerprint, [2] patients set, [3] dirty; ARGV[1] fingerprint, [2] now ms
+-- KEYS[1] rules fingerprint, [2] patients set, [3] dirty patients, [4] cohorts set, [5] dirty cohorts
+-- ARGV[1] fingerprint, [2] now ms
 if redis.call('GET', KEYS[1]) == ARGV[1] then return -1 end
 local n = 0
 for _, pid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   n = n + redis.call('ZADD', KEYS[3], 'NX', ARGV[2], pid)
+end
+for _, cid in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+  redis.call('ZADD', KEYS[5], 'NX', ARGV[2], cid)
 end
 redis.call('SET', KEYS[1], ARGV[1])
 return n
@@ -499,11 +504,11 @@ return n
 
 
 def recompute_all_if_rules_changed(r: redis.Redis, fingerprint: str) -> int:
-    """Mark every patient dirty when the stored documents were made by other rules (a deployment
-    changed them); the sweeper then recomputes them all. Returns how many were marked, -1 if none."""
-    return int(
-        r.eval(_RULES_CHANGED, 3, keys.RULES, keys.PATIENTS, keys.DIRTY_PATIENTS, fingerprint, now_ms())
-    )
+    """Mark every patient and cohort dirty when the stored documents were made by other rules (a
+    deployment changed them); the sweeper then recomputes them all. Returns how many patients were
+    marked, -1 if the rules are unchanged."""
+    script_keys = [keys.RULES, keys.PATIENTS, keys.DIRTY_PATIENTS, keys.COHORTS, keys.DIRTY_COHORTS]
+    return int(r.eval(_RULES_CHANGED, len(script_keys), *script_keys, fingerprint, now_ms()))
 
 
 # --- work tracking and workers --------------------------------------------------------------------

@@ -3,8 +3,9 @@
 Every exchange below goes through the real Flask app, the real Redis and the real Celery worker of
 conftest.py; each request/response pair is then validated with openapi-core. Each scenario test also
 checks that it exercised every response status the spec documents for the operations it covers (500
-is never triggered on purpose; 503 is covered by the store-down test), so a status added to the spec
-without a test, or a test whose status is missing from the spec, fails.
+is never triggered on purpose; 503 is covered by the store-down test; 401, 403 and 429 by the
+authentication and rate-limit tests, for every operation), so a status added to the spec without a
+test, or a test whose status is missing from the spec, fails.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,9 @@ from openapi_spec_validator.versions.shortcuts import get_spec_version
 from werkzeug.test import EnvironBuilder, TestResponse
 from werkzeug.wrappers import Response
 
+from shared import keys
+from tests.conftest import FULL_KEY, SCOPED_KEYS
+from tests.procs import wait_for
 from tests.support import register, result, wait_status
 
 SPEC_PATH = Path(__file__).resolve().parents[1] / "openapi.yaml"
@@ -33,12 +39,25 @@ JSON = "application/json"
 PROBLEM = "application/problem+json"
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 NEVER_TRIGGERED = {"500"}  # the catch-all handler; no request makes the app fail on purpose
+GUARDED = {"401", "403", "429"}  # answered before the route runs; covered per operation by their own tests
+AUTH = {"Authorization": f"Bearer {FULL_KEY}"}
 PATIENT = "/v1/patients/{patient_id}"
 EVENTS = "/v1/patients/{patient_id}/events"
 STATUS = "/v1/patients/{patient_id}/status"
 TIMELINE = "/v1/patients/{patient_id}/results"
 RESULTS = "/v1/assay-results"
 TASK = "/v1/tasks/{task_id}"
+COHORTS = "/v1/cohorts"
+COHORT = "/v1/cohorts/{cohort_id}"
+STATISTICS = "/v1/cohorts/{cohort_id}/statistics"
+CURVE = "/v1/cohorts/{cohort_id}/curve"
+COMPARE = "/v1/cohorts/compare"
+QUEUES = "/v1/ops/queues"
+AUDIT = "/v1/ops/audit"
+DEAD_LETTERS = "/v1/ops/dead-letters"
+RETRY = "/v1/ops/dead-letters/{kind}/{item_id}/retry"
+METRICS = "/metrics"
+PNG, SVG, TEXT = "image/png", "image/svg+xml", "text/plain"
 REGISTRATION = {"cohorts": ["ACTIM"], "enrolled_on": "2023-01-10", "tki": "Imatinib",
                 "tki_started_on": "2019-06-01", "dose_mg": 400}  # fmt: skip
 
@@ -64,16 +83,28 @@ def documented(spec: dict, method: str, path: str) -> set[str]:
 
 
 class Exchanges:
-    """Sends requests through a test client and validates each request/response pair with openapi-core."""
+    """Sends requests through a test client and validates each request/response pair with openapi-core.
+    Requests carry ``Authorization: Bearer <key>`` (the full-scope key unless told otherwise) unless the
+    test passes its own Authorization header (``""``: none)."""
 
-    def __init__(self, client, openapi: OpenAPI, spec: dict):
-        self.client, self.openapi, self.spec = client, openapi, spec
+    def __init__(self, client, openapi: OpenAPI, spec: dict, key: str = FULL_KEY):
+        self.client, self.openapi, self.spec, self.key = client, openapi, spec, key
         self.seen: set[tuple[str, str, str]] = set()
 
     def __call__(
-        self, method: str, path: str, template: str, status: int, *, valid_request: bool | None = True, **kw
+        self,
+        method: str,
+        path: str,
+        template: str,
+        status: int,
+        *,
+        valid_request: bool | None = True,
+        mimetype: str = JSON,
+        **kw,
     ) -> TestResponse:
-        """Send; check the status; validate the response (and the request: conforming or not)."""
+        """Send; check the status and media type; validate the response (and the request: conforming or
+        not). ``mimetype`` is the media type a success must have (problems are always problem+json)."""
+        kw["headers"] = {"Authorization": f"Bearer {self.key}", **kw.get("headers", {})}
         resp = self.client.open(path, method=method, **kw)
         assert resp.status_code == status, resp.get_data(as_text=True)
         # A fresh copy of the request (the app consumed the original body stream).
@@ -88,15 +119,25 @@ class Exchanges:
             assert resp.mimetype == PROBLEM
             assert resp.get_json()["status"] == status
         else:
-            assert resp.mimetype == JSON
+            assert resp.mimetype == mimetype
         self.seen.add((method.lower(), template, str(status)))
         return resp
 
     def assert_covered(self, method: str, template: str, skip: set[str]) -> None:
-        """Every status documented for the operation (except ``skip``) was exercised."""
+        """Every status documented for the operation (except ``skip`` and GUARDED) was exercised."""
         method = method.lower()
-        exercised = {s for m, t, s in self.seen if (m, t) == (method, template)}
-        assert exercised == documented(self.spec, method, template) - skip, (method, template)
+        exercised = {s for m, t, s in self.seen if (m, t) == (method, template)} - GUARDED
+        assert exercised == documented(self.spec, method, template) - skip - GUARDED, (method, template)
+
+    def statuses(self, status: str) -> set[tuple[str, str]]:
+        """The operations this exchange got ``status`` from."""
+        return {(m, t) for m, t, s in self.seen if s == status}
+
+
+def documenting(spec: dict, status: str) -> set[tuple[str, str]]:
+    """The operations whose spec documents ``status``."""
+    return {(m, path) for path, item in spec["paths"].items() for m, op in item.items()
+            if m in METHODS and status in op["responses"]}  # fmt: skip
 
 
 @pytest.fixture
@@ -117,7 +158,9 @@ def test_spec_is_valid_openapi_31(spec):
 def test_spec_declares_the_schemas_clients_rely_on(spec):
     schemas = spec["components"]["schemas"]
     for name in ("AssayResult", "Patient", "Event", "PatientStatus", "Timeline", "Classification",
-                 "TaskState", "Accepted202", "Problem", "Readiness"):  # fmt: skip
+                 "TaskState", "Accepted202", "Problem", "Readiness", "CohortDefinition", "CohortList",
+                 "CohortStatistics", "CohortCurve", "CohortComparison", "GroupTest", "QueueReport",
+                 "AuditEntry", "AuditTrail", "DeadLetter", "DeadLetters", "DeadLetterRequeued"):  # fmt: skip
         assert name in schemas, name
     assert schemas["ResponseLevel"]["enum"] == ["NONE", "MR1", "MR2", "MMR", "MR4", "MR4.5", "MR5"]
     assert set(schemas["ErrorItem"]["required"]) == {"pointer", "field", "detail"}
@@ -136,6 +179,82 @@ def test_batch_limit_matches_the_configured_default(spec):
     assert batch["minItems"] == 1
 
 
+def test_cohort_schemas_match_the_code(spec):
+    """Enumerations, defaults and limits the spec states are the ones the code applies."""
+    from services.api.cohorts import MAX_HORIZONS
+    from shared import cohorts
+    from shared.clinical.response import LEVELS
+    from shared.schemas import EVENT_TYPES, CohortSchema
+
+    schemas, parameters = spec["components"]["schemas"], spec["components"]["parameters"]
+    assert schemas["EventType"]["enum"] == list(EVENT_TYPES)
+    assert schemas["EndpointLevel"]["enum"] == list(cohorts.ENDPOINT_LEVELS)
+    defaults = {k: v.get("default") for k, v in schemas["CohortDefinition"]["properties"].items()}
+    assert defaults == CohortSchema().load({}) == cohorts.DEFAULT_DEFINITION
+    assert set(schemas["StoredCohortDefinition"]["required"]) == set(cohorts.DEFAULT_DEFINITION)
+    horizons = parameters["Horizons"]["schema"]
+    assert horizons["maxItems"] == MAX_HORIZONS and horizons["items"]["maximum"] == 600
+    assert "`3,6,12,24,48`" in parameters["Horizons"]["description"]
+    assert cohorts.DEFAULT_HORIZONS_MONTHS == (3, 6, 12, 24, 48)
+    levels = schemas["CohortStatistics"]["allOf"][2]["properties"]["counts_by_level"]["required"]
+    assert levels == [*reversed(LEVELS), "no_result"]
+
+
+def test_security_matches_the_code(app, spec):
+    """Each operation's security requirement lists (as roles) exactly the scopes auth.REQUIRED grants it
+    by, its description names them, and it documents 401, 403 and (unless a hot read) 429."""
+    from services.api.auth import PUBLIC, REQUIRED, SCOPES
+    from services.api.observability import HOT_READS
+
+    scheme = spec["components"]["securitySchemes"]["bearerAuth"]
+    assert scheme["type"] == "http" and scheme["scheme"] == "bearer"
+    assert all(f"`{scope}`" in scheme["description"] for scope in SCOPES)
+    assert spec["security"] == [{"bearerAuth": []}]  # the default for an operation that says nothing
+    checked = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        template = re.sub(r"<(?:[^<>:]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            op = spec["paths"][template][method.lower()]
+            checked.add((method.lower(), template))
+            if rule.endpoint in PUBLIC:
+                assert op["security"] == [] and not GUARDED & set(op["responses"]), template
+                continue
+            assert all(list(requirement) == ["bearerAuth"] for requirement in op["security"]), template
+            roles = {role for requirement in op["security"] for role in requirement["bearerAuth"]}
+            assert roles == REQUIRED[rule.endpoint], (method, template)
+            scope_line = next(line for line in op["description"].splitlines() if line.startswith("Scope:"))
+            assert {s for s in SCOPES if f"`{s}`" in scope_line} == roles, (method, template)
+            limited = rule.endpoint not in HOT_READS
+            assert GUARDED & set(op["responses"]) == ({"401", "403", "429"} if limited else {"401", "403"})
+    assert len(checked) == len(REQUIRED) + len(PUBLIC - {"static"})
+
+
+def test_ops_schemas_match_the_code(spec):
+    from shared import keys
+    from shared.queue import QUEUES, TASK_FOR_KIND
+
+    schemas = spec["components"]["schemas"]
+    report = schemas["QueueReport"]["properties"]
+    assert report["queues"]["items"]["properties"]["queue"]["enum"] == list(QUEUES)
+    assert set(report["backlog"]["required"]) == set(keys.DIRTY) == set(TASK_FOR_KIND)
+    assert set(report["failed"]["required"]) == set(keys.DEAD) == set(TASK_FOR_KIND)
+    dead = schemas["DeadLetter"]["properties"]
+    assert dead["kind"]["enum"] == list(TASK_FOR_KIND) and dead["task"]["enum"] == list(
+        TASK_FOR_KIND.values()
+    )
+    retry = spec["paths"][RETRY]["parameters"][0]
+    assert retry["name"] == "kind" and retry["schema"]["enum"] == list(TASK_FOR_KIND)
+    idempotency = spec["paths"][RESULTS]["post"]["parameters"][0]
+    assert idempotency["name"] == "Idempotency-Key"
+    from services.api.results import IDEMPOTENCY_KEY
+
+    spec_pattern = re.compile(idempotency["schema"]["pattern"])
+    for probe in [chr(c) for c in range(256)] + ["k" * 128, "k" * 129, "lab-1:batch/2024"]:
+        assert bool(spec_pattern.search(probe)) == bool(IDEMPOTENCY_KEY.fullmatch(probe)), repr(probe)
+
+
 def _examples(spec: dict):
     for path, item in spec["paths"].items():
         for method, op in item.items():
@@ -146,14 +265,15 @@ def _examples(spec: dict):
             found |= {name: ex["value"] for name, ex in media.get("examples", {}).items()}
             assert found, f"{method.upper()} {path} has no request example"
             for name, value in found.items():
-                yield method, path.replace("{patient_id}", "P-000042"), name, value
+                path = path.replace("{patient_id}", "P-000042").replace("{cohort_id}", "ACTIM")
+                yield method, path, name, value
 
 
 def test_request_examples_conform_to_their_schemas(spec, openapi):
     examples = list(_examples(spec))
-    assert len(examples) >= 5
+    assert len(examples) >= 7
     for method, path, name, value in examples:
-        request = EnvironBuilder(path=path, method=method, json=value).get_request()
+        request = EnvironBuilder(path=path, method=method, json=value, headers=AUTH).get_request()
         try:
             openapi.validate_request(WerkzeugOpenAPIRequest(request))
         except OpenAPIError as exc:
@@ -177,7 +297,7 @@ def test_request_schemas_refuse_what_the_api_refuses(openapi, pid):
         [result(pid)] * 1001,
     ]
     for body in bad_results:
-        request = EnvironBuilder(path="/v1/assay-results", method="POST", json=body).get_request()
+        request = EnvironBuilder(path=RESULTS, method="POST", json=body, headers=AUTH).get_request()
         with pytest.raises(OpenAPIError):
             openapi.validate_request(WerkzeugOpenAPIRequest(request))
     withdrawal = {
@@ -186,8 +306,40 @@ def test_request_schemas_refuse_what_the_api_refuses(openapi, pid):
         "collected_at": "2024-01-05",
         "status": "entered-in-error",
     }
-    request = EnvironBuilder(path="/v1/assay-results", method="POST", json=withdrawal).get_request()
+    request = EnvironBuilder(path=RESULTS, method="POST", json=withdrawal, headers=AUTH).get_request()
     openapi.validate_request(WerkzeugOpenAPIRequest(request))
+    for key in ("", "has space", "x" * 129, "tab\there"):  # the Idempotency-Key header's alphabet
+        request = EnvironBuilder(
+            path=RESULTS, method="POST", json=withdrawal, headers={**AUTH, "Idempotency-Key": key}
+        ).get_request()
+        with pytest.raises(OpenAPIError):
+            openapi.validate_request(WerkzeugOpenAPIRequest(request))
+
+
+def test_cohort_definition_schema_refuses_what_the_api_refuses(openapi):
+    bad_definitions = [
+        {"endpoint": "MR3.5"},
+        {"endpoint": "MR2"},
+        {"competing_events": ["relapse"]},
+        {"competing_events": "death"},
+        {"data_cutoff": "2024-02-30"},
+        {"data_cutoff": "30/06/2024"},
+        {"description": ""},
+        {"description": "x" * 501},
+        {"members": ["P-1"]},
+        [],
+    ]
+    for body in bad_definitions:
+        request = EnvironBuilder(
+            path="/v1/cohorts/ACTIM", method="PUT", json=body, headers=AUTH
+        ).get_request()
+        with pytest.raises(OpenAPIError):
+            openapi.validate_request(WerkzeugOpenAPIRequest(request))
+    for body in ({}, {"competing_events": [], "data_cutoff": None, "description": None}):
+        request = EnvironBuilder(
+            path="/v1/cohorts/ACTIM", method="PUT", json=body, headers=AUTH
+        ).get_request()
+        openapi.validate_request(WerkzeugOpenAPIRequest(request))
 
 
 # --- routes -----------------------------------------------------------------------------------------
@@ -273,17 +425,17 @@ def test_registration_status_and_timeline_conform(call, pid):
 
 
 def test_pending_documents_conform(call, app, pid):
-    """Registered but not yet computed: the stub documents (written straight to Redis, no worker race)."""
-    from shared import store
-
+    """Registered but not yet computed: the stub documents. The registration is written straight to
+    Redis without a dirty mark or a task, so nothing computes it during the test (no worker race)."""
     redis = app.extensions["cml"].redis
-    store.register_patient(redis, pid, {"patient_id": pid, "cohorts": [], "enrolled_on": None, "tki": None,
-                                        "tki_started_on": None, "dose_mg": None})  # fmt: skip
-    # No task was sent, so nothing computes it until the sweeper (seconds away) finds it dirty.
+    registration = {"patient_id": pid, "cohorts": [], "enrolled_on": None, "tki": None,
+                    "tki_started_on": None, "dose_mg": None}  # fmt: skip
+    redis.set(keys.registration(pid), json.dumps(registration))
+    redis.sadd(keys.PATIENTS, pid)
     status = call("GET", f"/v1/patients/{pid}/status", STATUS, 200).get_json()
     assert status == {"patient_id": pid, "pending": True, "computed_at": None, "data_version": None}
     timeline = call("GET", f"/v1/patients/{pid}/results", TIMELINE, 200).get_json()
-    assert timeline == {"patient_id": pid, "pending": True, "computed_at": None, "results": []}
+    assert timeline == {**status, "results": []}  # the same envelope as the status
 
 
 def test_assay_results_conform(call, pid):
@@ -387,6 +539,449 @@ def test_tasks_and_health_conform(call, pid):
     call.assert_covered("GET", "/healthz", NEVER_TRIGGERED)
 
 
+# --- cohorts ----------------------------------------------------------------------------------------
+
+# Enrolled 2023-01-10; ABL1 control, 100,000 copies: 50 copies is 0.05 % (MMR, not MR4.5), 2 copies
+# 0.002 % (MR4.5, the default endpoint).
+ENROLLED = "2023-01-10"
+IN_MMR, IN_MR45 = 50, 2
+
+
+def _wait_cohort(client, r, cohort_id: str, pids: Iterable[str]) -> dict:
+    """The cohort's statistics once its members are computed and the refresh reflects their data."""
+
+    def settled():
+        if any(r.zscore(keys.DIRTY_PATIENTS, p) is not None for p in pids):
+            return None
+        if r.zscore(keys.DIRTY_COHORTS, cohort_id) is not None:
+            return None
+        resp = client.get(f"/v1/cohorts/{cohort_id}/statistics")
+        if resp.status_code != 200:
+            return None
+        doc = resp.get_json()
+        return doc if doc["data_version"] == int(r.get(keys.cohort_version(cohort_id)) or 0) else None
+
+    return wait_for(settled, 60, interval=0.1, what=f"statistics of cohort {cohort_id}")
+
+
+@pytest.fixture(scope="module")
+def two_cohorts(app, worker, redis_url) -> dict:
+    """Cohort ``c`` (a definition of its own; two patients reach MR4.5, one dies first, one is censored,
+    one has no result since enrolment) and cohort ``d`` (sharing one patient with ``c``), computed."""
+    import redis
+
+    client, r = app.test_client(), redis.Redis.from_url(redis_url)
+    run = uuid.uuid4().hex[:8]
+    c, d = f"C-{run}", f"D-{run}"
+    definition = {"endpoint": "MR4.5", "description": "MR4.5 from enrolment"}
+    assert client.put(f"/v1/cohorts/{c}", json=definition).status_code == 201
+    visits = {  # patient: (cohorts, [(date, copies)], events)
+        f"{c}-0": ([c, d], [(ENROLLED, IN_MMR), ("2023-04-10", IN_MR45)], []),
+        f"{c}-1": ([c], [(ENROLLED, IN_MMR), ("2023-04-10", 20), ("2023-07-10", IN_MR45)], []),
+        f"{c}-2": ([c], [(ENROLLED, IN_MMR)], [{"type": "death", "date": "2023-05-10"}]),
+        f"{c}-3": ([c], [(ENROLLED, IN_MMR), ("2023-10-10", 40)], []),
+        f"{c}-4": ([c], [], []),  # no result since enrolment: not evaluable
+        f"{d}-1": ([d], [(ENROLLED, IN_MMR), ("2023-03-10", IN_MR45)], []),
+        f"{d}-2": ([d], [(ENROLLED, IN_MMR), ("2023-06-10", IN_MMR)], []),
+    }
+    batch = []
+    for pid, (cohorts, results, events) in visits.items():
+        register(client, pid, cohorts=cohorts, enrolled_on=ENROLLED)
+        batch += [result(pid, collected_at=day, bcr_abl1_copies=copies) for day, copies in results]
+        if events:
+            assert client.post(f"/v1/patients/{pid}/events", json=events).status_code == 202
+    assert client.post(RESULTS, json=batch).status_code == 202
+    docs = {x: _wait_cohort(client, r, x, visits) for x in (c, d)}
+    return {"c": c, "d": d, "patients": sorted(visits), "stats": docs, "redis": r}
+
+
+def _not_computed_cohort(redis) -> str:
+    """A cohort that exists but was never refreshed, as a registration naming it leaves it until the
+    member's first computation and the cohort's refresh (written straight to Redis: no worker race)."""
+    cohort_id = f"E-{uuid.uuid4().hex[:8]}"
+    redis.sadd(keys.COHORTS, cohort_id)
+    return cohort_id
+
+
+def _lengths(table: dict) -> set[int]:
+    return {len(v) for part in ("one_minus_km", "aalen_johansen") for v in table[part].values()}
+
+
+def test_cohort_definitions_conform(call):
+    cohort = f"C-{uuid.uuid4().hex[:8]}"
+    url = f"/v1/cohorts/{cohort}"
+    body = {"endpoint": "MMR", "competing_events": ["death", "progression", "death"],
+            "censoring_events": ["tki_stopped", "lost_to_follow_up"],
+            "data_cutoff": "2024-06-30"}  # fmt: skip
+    created = call("PUT", url, COHORT, 201, json=body).get_json()
+    assert created == {"cohort_id": cohort, "outcome": "created", "definition": {
+        "endpoint": "MMR", "competing_events": ["death", "progression"],
+        "censoring_events": ["lost_to_follow_up", "tki_stopped"], "data_cutoff": "2024-06-30",
+        "description": None}}  # fmt: skip
+    assert call("PUT", url, COHORT, 200, json=body).get_json()["outcome"] == "unchanged"
+    updated = call("PUT", url, COHORT, 200, json={**body, "description": "MMR by mid-2024"}).get_json()
+    assert updated["outcome"] == "updated" and updated["definition"]["description"] == "MMR by mid-2024"
+    defaults = call("PUT", url, COHORT, 200, json={}).get_json()
+    assert defaults["outcome"] == "updated" and defaults["definition"] == {
+        "endpoint": "MR4.5", "competing_events": ["death", "progression", "tki_stopped"],
+        "censoring_events": ["lost_to_follow_up"], "data_cutoff": None, "description": None}  # fmt: skip
+
+    # Refusals name the field: body fields, the path id, not an object, malformed, media type, size.
+    bad = call("PUT", url, COHORT, 422, valid_request=False, json={"endpoint": "MR3.5"})
+    assert bad.get_json()["errors"][0]["pointer"] == "/endpoint"
+    bad = call("PUT", url, COHORT, 422, valid_request=False, json={"competing_events": ["death", "relapse"]})
+    assert bad.get_json()["errors"][0]["pointer"] == "/competing_events/1"
+    bad = call("PUT", url, COHORT, 422, valid_request=False, json={"data_cutoff": "2024-02-30"})
+    assert bad.get_json()["errors"][0]["pointer"] == "/data_cutoff"
+    bad = call("PUT", url, COHORT, 422, valid_request=False, json={"members": ["P-1"]})
+    assert bad.get_json()["errors"][0]["pointer"] == "/members"
+    # Competing and censoring at once: valid for the schema (JSON Schema cannot say it), refused by the API.
+    both = call("PUT", url, COHORT, 422, json={"censoring_events": ["death", "lost_to_follow_up"]})
+    assert both.get_json()["errors"][0]["pointer"] == "/censoring_events"
+    bad_id = call("PUT", "/v1/cohorts/-bad", COHORT, 422, valid_request=False, json={})
+    assert bad_id.get_json()["errors"][0]["pointer"] == "/cohort_id"
+    call("PUT", url, COHORT, 422, valid_request=False, json=[body])
+    call("PUT", url, COHORT, 400, valid_request=False, data=b'{"endpoint": ', content_type=JSON)
+    call("PUT", url, COHORT, 415, valid_request=False, data=b"endpoint=MMR", content_type="text/plain")
+    big = json.dumps({"description": "x" * (3 * 1024 * 1024)}).encode()
+    call("PUT", url, COHORT, 413, valid_request=False, data=big, content_type=JSON)
+    # The last stored definition is still the defaults.
+    assert call("PUT", url, COHORT, 200, json={}).get_json()["outcome"] == "unchanged"
+
+    call.assert_covered("PUT", COHORT, NEVER_TRIGGERED | {"503"})
+
+
+def test_cohort_statistics_conform(call, two_cohorts):
+    c, redis = two_cohorts["c"], two_cohorts["redis"]
+    url = f"/v1/cohorts/{c}/statistics"
+    doc = call("GET", url, STATISTICS, 200).get_json()
+    assert doc == two_cohorts["stats"][c]
+    assert doc["definition"]["description"] == "MR4.5 from enrolment"
+    assert doc["n"] == 5 and doc["n_evaluable"] == 4
+    assert doc["not_evaluable"] == {"count": 1, "patients": [f"{c}-4"]}
+    assert doc["outcomes"] == {"endpoint": 2, "competing": 1, "censored": 1}
+    assert doc["counts_by_level"]["MR4.5"] == 2 and doc["counts_by_level"]["no_result"] == 1
+    assert doc["last_follow_up_days"] == 273.0  # 2023-01-10 to 2023-10-10
+    assert doc["horizons_months"] == [3.0, 6.0, 12.0, 24.0, 48.0] and _lengths(doc) == {5}
+    # Beyond the last follow-up (about 9 months) every estimate is null and no one is at risk.
+    for part in ("one_minus_km", "aalen_johansen"):
+        assert doc[part]["estimate"][2:] == [None, None, None] and doc[part]["n_at_risk"][2:] == [0, 0, 0]
+    # 90 days is just under 3 months (91.3 days): one endpoint of four by 3 months.
+    assert doc["aalen_johansen"]["estimate"][0] == doc["one_minus_km"]["estimate"][0] == 0.25
+    assert doc["median_time_to_endpoint"]["median_days"] == 181.0
+
+    other = call("GET", f"{url}?horizons=1,12,600", STATISTICS, 200).get_json()
+    assert other["horizons_months"] == [1.0, 12.0, 600.0] and _lengths(other) == {3}
+    assert {k: other[k] for k in ("computed_at", "data_version", "n", "outcomes")} == {
+        k: doc[k] for k in ("computed_at", "data_version", "n", "outcomes")
+    }
+    assert other["one_minus_km"]["estimate"] == [0.0, None, None]
+    assert other["aalen_johansen"]["estimate"] == [0.0, None, None]
+    assert other["aalen_johansen"]["n_at_risk"] == [4, 0, 0]
+
+    for horizons in ("abc", "0", "3,700", ",".join(["3"] * 25), "-3"):
+        bad = call("GET", f"{url}?horizons={horizons}", STATISTICS, 422, valid_request=False)
+        assert bad.get_json()["errors"][0]["pointer"] == "/horizons"
+    call("GET", f"/v1/cohorts/nobody-{c}/statistics", STATISTICS, 404)
+    pending_id = _not_computed_cohort(redis)
+    pending = call("GET", f"/v1/cohorts/{pending_id}/statistics", STATISTICS, 200).get_json()
+    assert pending == {"cohort_id": pending_id, "pending": True, "computed_at": None, "data_version": None}
+    assert (
+        call("GET", f"/v1/cohorts/{pending_id}/statistics?horizons=12", STATISTICS, 200).get_json() == pending
+    )
+    assert doc["pending"] is False and other["pending"] is False
+
+    call.assert_covered("GET", STATISTICS, NEVER_TRIGGERED | {"503"})
+
+
+def test_cohort_curve_conform(call, two_cohorts):
+    c, redis = two_cohorts["c"], two_cohorts["redis"]
+    url = f"/v1/cohorts/{c}/curve"
+    curve = call("GET", url, CURVE, 200, headers={"Accept": JSON}).get_json()
+    assert curve["cohort_id"] == c and curve["data_version"] == two_cohorts["stats"][c]["data_version"]
+    assert curve["time_days"] == [90.0, 181.0] and curve["last_time_days"] == 273.0
+    assert curve["aalen_johansen"]["n_at_risk"] == [4, 2]  # at 181 days: patients 1 and 3
+    assert {len(v) for p in ("one_minus_km", "aalen_johansen") for v in curve[p].values()} == {2}
+    # JSON is the default, and the answer when Accept names none of the three formats.
+    assert call("GET", url, CURVE, 200).get_json() == curve
+    assert call("GET", url, CURVE, 200, headers={"Accept": "text/csv"}).get_json() == curve
+    png = call("GET", url, CURVE, 200, headers={"Accept": PNG}, mimetype=PNG)
+    assert png.get_data().startswith(b"\x89PNG\r\n\x1a\n")
+    svg = call("GET", url, CURVE, 200, headers={"Accept": f"{PNG};q=0.5, {SVG}"}, mimetype=SVG)
+    assert b"<svg" in svg.get_data()
+
+    call("GET", f"/v1/cohorts/nobody-{c}/curve", CURVE, 404)
+    # Before the first refresh: a pending stub as JSON; no figure (409, retry shortly).
+    pending_id = _not_computed_cohort(redis)
+    pending = call("GET", f"/v1/cohorts/{pending_id}/curve", CURVE, 200).get_json()
+    assert pending == {"cohort_id": pending_id, "pending": True, "computed_at": None, "data_version": None}
+    for accept in (PNG, SVG):
+        refused = call("GET", f"/v1/cohorts/{pending_id}/curve", CURVE, 409, headers={"Accept": accept})
+        assert refused.get_json()["type"] == "/problems/not-computed-yet"
+        assert int(refused.headers["Retry-After"]) > 0
+
+    call.assert_covered("GET", CURVE, NEVER_TRIGGERED | {"503"})
+
+
+def test_cohort_compare_and_list_conform(call, two_cohorts):
+    c, d, redis = two_cohorts["c"], two_cohorts["d"], two_cohorts["redis"]
+    compared = call("GET", f"{COMPARE}?a={c}&b={d}", COMPARE, 200).get_json()
+    assert compared["overlap"] == 1
+    assert compared["logrank"]["test"] == "logrank" and compared["gray"]["test"] == "gray"
+    assert compared["logrank"]["groups"] == ["a", "b"] and compared["logrank"]["df"] == 1
+    for side, cohort in (("a", c), ("b", d)):
+        assert compared[side]["cohort_id"] == cohort
+        assert compared[side]["data_version"] == two_cohorts["stats"][cohort]["data_version"]
+        assert compared[side]["horizons_months"] == [3.0, 6.0, 12.0, 24.0, 48.0]
+    assert compared["a"]["aalen_johansen"] == two_cohorts["stats"][c]["aalen_johansen"]
+    at = call("GET", f"{COMPARE}?a={c}&b={d}&horizons=1,12", COMPARE, 200).get_json()
+    assert at["a"]["horizons_months"] == at["b"]["horizons_months"] == [1.0, 12.0] and _lengths(at["b"]) == {
+        2
+    }
+    same = call("GET", f"{COMPARE}?a={c}&b={c}", COMPARE, 200).get_json()
+    assert same["overlap"] == 4 and same["logrank"]["statistic"] == 0.0
+
+    missing = call("GET", f"{COMPARE}?a={c}", COMPARE, 422, valid_request=False)
+    assert missing.get_json()["errors"][0]["pointer"] == "/b"
+    call("GET", COMPARE, COMPARE, 422, valid_request=False)
+    bad = call("GET", f"{COMPARE}?a={c}&b={d}&horizons=0", COMPARE, 422, valid_request=False)
+    assert bad.get_json()["errors"][0]["pointer"] == "/horizons"
+    unknown = call("GET", f"{COMPARE}?a={c}&b=nobody-{d}", COMPARE, 404)
+    assert unknown.get_json()["type"] == "/problems/unknown-cohort"
+    pending_id = _not_computed_cohort(redis)
+    not_yet = call("GET", f"{COMPARE}?a={c}&b={pending_id}&horizons=0", COMPARE, 409, valid_request=False)
+    assert not_yet.get_json()["type"] == "/problems/not-computed-yet"
+    assert int(not_yet.headers["Retry-After"]) > 0
+
+    listed = {x["cohort_id"]: x for x in call("GET", COHORTS, COHORTS, 200).get_json()["cohorts"]}
+    assert listed[c]["n"] == 5 and listed[d]["n"] == 3
+    assert listed[c]["definition"] == two_cohorts["stats"][c]["definition"]
+    assert listed[c]["computed_at"] == two_cohorts["stats"][c]["computed_at"]
+    assert listed[d]["data_version"] == two_cohorts["stats"][d]["data_version"]
+    assert listed[pending_id]["computed_at"] is None and listed[pending_id]["data_version"] is None
+
+    call.assert_covered("GET", COMPARE, NEVER_TRIGGERED | {"503"})
+    call.assert_covered("GET", COHORTS, NEVER_TRIGGERED | {"503"})
+
+
+# --- authentication, rate limits, idempotency keys, ops ------------------------------------------------
+
+
+def _requests(pid: str) -> dict[tuple[str, str], tuple[str, dict]]:
+    """A conforming request for every protected operation: (method, template) -> (path, client kwargs)."""
+    cohort = f"C-{uuid.uuid4().hex[:8]}"
+    return {
+        ("put", PATIENT): (f"/v1/patients/{pid}", {"json": REGISTRATION}),
+        ("post", EVENTS): (f"/v1/patients/{pid}/events", {"json": {"type": "death", "date": "2024-02-01"}}),
+        ("get", STATUS): (f"/v1/patients/{pid}/status", {}),
+        ("get", TIMELINE): (f"/v1/patients/{pid}/results", {}),
+        ("post", RESULTS): (RESULTS, {"json": result(pid)}),
+        ("get", TASK): (f"/v1/tasks/{uuid.uuid4().hex}", {}),
+        ("get", COHORTS): (COHORTS, {}),
+        ("put", COHORT): (f"/v1/cohorts/{cohort}", {"json": {}}),
+        ("get", STATISTICS): (f"/v1/cohorts/{cohort}/statistics", {}),
+        ("get", CURVE): (f"/v1/cohorts/{cohort}/curve", {}),
+        ("get", COMPARE): (f"{COMPARE}?a={cohort}&b={cohort}", {}),
+        ("get", QUEUES): (QUEUES, {}),
+        ("get", AUDIT): (f"{AUDIT}?count=5", {}),
+        ("get", DEAD_LETTERS): (DEAD_LETTERS, {}),
+        ("post", RETRY): (f"/v1/ops/dead-letters/patient/{pid}/retry", {}),
+        ("get", METRICS): (METRICS, {}),
+    }
+
+
+def test_no_key_unknown_key_and_missing_scope_conform(call, spec, pid):
+    """Every protected operation answers 401 without a valid key and 403 for each key without its scope."""
+    requests = _requests(pid)
+    assert set(requests) == documenting(spec, "401") == documenting(spec, "403")
+    for (method, template), (path, kw) in requests.items():
+        roles = {
+            r
+            for requirement in spec["paths"][template][method]["security"]
+            for r in requirement["bearerAuth"]
+        }
+        # No key (the request does not conform: the spec requires one), or one the API does not know.
+        for header, conforming in (
+            ("", False),
+            ("Basic dGVzdHM6dGVzdHM=", False),
+            ("Bearer not-a-key", True),
+        ):
+            headers = {"Authorization": header}
+            resp = call(method, path, template, 401, valid_request=conforming, headers=headers, **kw)
+            assert resp.headers["WWW-Authenticate"] == 'Bearer realm="cml"'
+            assert resp.get_json()["type"] == "/problems/unauthorized"
+        for key, (scope,) in SCOPED_KEYS.items():
+            if scope in roles:
+                continue
+            refused = call(method, path, template, 403, headers={"Authorization": f"Bearer {key}"}, **kw)
+            assert refused.get_json()["type"] == "/problems/forbidden"
+            assert all(role in refused.get_json()["detail"] for role in roles)
+    assert call.statuses("401") == call.statuses("403") == set(requests)
+    # The probes need no key.
+    call("GET", "/healthz", "/healthz", 200, headers={"Authorization": ""})
+    call("GET", "/readyz", "/readyz", 200, headers={"Authorization": ""})
+
+
+def test_rate_limits_conform(openapi, spec, redis_url, monkeypatch, pid):
+    """With 3 requests a minute per key and operation, every limited operation answers 429 on the 4th;
+    the hot reads never do. A key of its own, so no other test's counters interfere."""
+    from services.api import create_app
+    from shared.config import load_settings
+
+    key = f"rate-{uuid.uuid4().hex}"
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    api_keys = json.dumps({key: {"name": key, "scopes": ["results:write", "status:read", "cohorts:write",
+                                                           "ops:read"]}})  # fmt: skip
+    settings = dataclasses.replace(load_settings(), rate_limit="3/minute", api_keys=api_keys)
+    call = Exchanges(create_app(settings).test_client(), openapi, spec, key=key)
+
+    def status_of(method: str, path: str, kw: dict) -> int:
+        return call.client.open(
+            path, method=method, headers={"Authorization": f"Bearer {key}"}, **kw
+        ).status_code
+
+    hot = {("get", STATUS), ("get", TIMELINE)}
+    for (method, template), (path, kw) in _requests(pid).items():
+        # Counted per key and operation: the first three requests of each operation pass.
+        assert 429 not in [status_of(method, path, kw) for _ in range(3)], template
+        if (method, template) in hot:
+            assert 429 not in [status_of(method, path, kw) for _ in range(3)], template
+            continue
+        # A fixed window may roll over between requests: keep on until the limit bites.
+        assert any(status_of(method, path, kw) == 429 for _ in range(3)), template
+        limited = call(method, path, template, 429, **kw)
+        assert limited.get_json()["type"] == "/problems/rate-limited"
+        assert int(limited.headers["Retry-After"]) > 0
+    assert call.statuses("429") == documenting(spec, "429") == set(_requests(pid)) - hot
+
+
+def test_idempotency_key_conform(call, pid):
+    register(call.client, pid)
+    batch = [result(pid), result(pid)]
+    key = {"Idempotency-Key": f"lab-1:{pid}/batch-1"}
+    first = call("POST", RESULTS, RESULTS, 202, json=batch, headers=key)
+    assert "Idempotent-Replayed" not in first.headers and first.headers["Location"]
+    again = call("POST", RESULTS, RESULTS, 202, json=batch, headers=key)
+    assert again.headers["Idempotent-Replayed"] == "true" and again.get_data() == first.get_data()
+    assert "Location" not in again.headers  # the replay carries the body only
+    # Not a replay: the key belongs to the API key that sent it (here the results:write key).
+    other_key = next(k for k, scopes in SCOPED_KEYS.items() if scopes == ["results:write"])
+    fresh = call(
+        "POST", RESULTS, RESULTS, 202, json=batch, headers={**key, "Authorization": f"Bearer {other_key}"}
+    )
+    assert "Idempotent-Replayed" not in fresh.headers
+    assert [a["outcome"] for a in fresh.get_json()["accepted"]] == ["unchanged", "unchanged"]
+
+    reused = call("POST", RESULTS, RESULTS, 422, json=batch[:1], headers=key).get_json()
+    assert reused["type"] == "/problems/idempotency-key-reused"
+    assert reused["errors"] == [
+        {"pointer": "", "field": "Idempotency-Key", "detail": "reused with a different body"}
+    ]
+    for bad in ("", "two words", "k" * 129):
+        malformed = call(
+            "POST", RESULTS, RESULTS, 422, valid_request=False, json=batch, headers={"Idempotency-Key": bad}
+        )
+        assert malformed.get_json()["type"] == "/problems/invalid-input"
+        assert malformed.get_json()["errors"][0]["field"] == "Idempotency-Key"
+    # A refusal is not remembered: the corrected request may use the same key.
+    retry_key = {"Idempotency-Key": f"lab-1:{pid}/batch-2"}
+    call(
+        "POST",
+        RESULTS,
+        RESULTS,
+        422,
+        valid_request=False,
+        json=[result(pid, control_copies=0)],
+        headers=retry_key,
+    )
+    corrected = call("POST", RESULTS, RESULTS, 202, json=[result(pid)], headers=retry_key)
+    assert "Idempotent-Replayed" not in corrected.headers
+    assert corrected.get_json()["accepted"][0]["outcome"] == "created"
+
+
+def test_ops_queues_audit_and_metrics_conform(call, pid):
+    register(call.client, pid)
+    rids = [f"{pid}-A1", f"{pid}-A2"]
+    call("POST", RESULTS, RESULTS, 202, json=[result(pid, rids[0]), result(pid, rids[1])])
+    call(
+        "POST", f"/v1/patients/{pid}/events", EVENTS, 202, json={"type": "tki_stopped", "date": "2024-02-01"}
+    )
+    wait_status(call.client, pid, lambda d: d["results_count"] == 2)
+
+    from shared.queue import QUEUES as QUEUE_NAMES
+
+    report = call("GET", QUEUES, QUEUES, 200).get_json()
+    assert [q["queue"] for q in report["queues"]] == list(QUEUE_NAMES)
+    assert report["workers_alive"] >= 1 and any(w["alive"] for w in report["workers"])
+    assert report["recompute_lag_ms"]["samples"] >= 1
+    assert set(report["backlog"]) == set(report["failed"]) == {"patient", "cohort"}
+
+    entries = call("GET", f"{AUDIT}?count=50", AUDIT, 200).get_json()["entries"]
+    assert 3 <= len(entries) <= 50
+    posted = next(e for e in entries if e.get("result_ids") == rids)
+    assert posted["who"] == "tests" and posted["what"] == "POST /v1/assay-results"
+    assert posted["outcomes"] == ["created", "created"]
+    events = next(e for e in entries if e.get("patient_id") == pid and e["what"].startswith("POST"))
+    assert events["what"] == "POST /v1/patients/<patient_id>/events" and events["outcomes"] == ["stored"]
+    assert len(events["event_ids"]) == 1
+    registered = next(e for e in entries if e.get("patient_id") == pid and e["what"].startswith("PUT"))
+    assert registered["outcomes"] == ["created"]
+    # Newest first; `before` pages back.
+    assert entries.index(events) < entries.index(posted) < entries.index(registered)
+    page = call("GET", f"{AUDIT}?count=2&before={entries[0]['id']}", AUDIT, 200).get_json()["entries"]
+    assert [e["id"] for e in page] == [e["id"] for e in entries[1:3]]
+    assert len(call("GET", AUDIT, AUDIT, 200).get_json()["entries"]) <= 100  # the default count
+    for count in ("0", "1001", "ten"):
+        bad = call("GET", f"{AUDIT}?count={count}", AUDIT, 422, valid_request=False).get_json()
+        assert bad["errors"][0]["pointer"] == "/count"
+
+    metrics = call("GET", METRICS, METRICS, 200, mimetype=TEXT).get_data(as_text=True)
+    assert 'cml_http_requests_total{method="POST",route="/v1/assay-results",status="202"}' in metrics
+    assert 'cml_queue_depth{queue="patients"}' in metrics
+
+    call.assert_covered("GET", QUEUES, NEVER_TRIGGERED | {"503"})
+    call.assert_covered("GET", AUDIT, NEVER_TRIGGERED | {"503"})
+    call.assert_covered("GET", METRICS, NEVER_TRIGGERED)
+
+
+def test_dead_letters_conform(call, r, pid):
+    """A recomputation that fails is listed as a dead letter until an operator retries it. The failure is
+    made by writing a result the API would have refused straight into Redis (as a bad migration could)."""
+    register(call.client, pid)
+    wait_status(call.client, pid, lambda d: d["data_version"] >= 1)
+    good = result(pid, f"{pid}-G", status="final", conversion_factor=1.0, is_percent=None, lab=None,
+                  assay=None, transcript=None)  # fmt: skip
+    r.hset(keys.results(pid), good["result_id"], json.dumps({**good, "control_gene": "HPRT1"}))
+    r.incr(keys.version(pid))
+    r.zadd(keys.DIRTY_PATIENTS, {pid: int(time.time() * 1000) - 60_000})  # the sweeper picks it up
+
+    def listed() -> dict | None:
+        rows = call.client.get(DEAD_LETTERS).get_json()["dead_letters"]
+        return next((row for row in rows if row["id"] == pid), None)
+
+    wait_for(listed, 30, what="the dead letter")
+    rows = call("GET", DEAD_LETTERS, DEAD_LETTERS, 200).get_json()["dead_letters"]
+    row = next(row for row in rows if row["id"] == pid)
+    assert row["kind"] == "patient" and row["task"] == "cml.recompute_patient"
+    assert row["error"].startswith("ValueError")
+    assert [x["failed_ms"] for x in rows] == sorted((x["failed_ms"] for x in rows), reverse=True)
+    assert call("GET", QUEUES, QUEUES, 200).get_json()["failed"]["patient"] >= 1
+
+    r.hset(keys.results(pid), good["result_id"], json.dumps(good))  # the data is repaired
+    url = f"/v1/ops/dead-letters/patient/{pid}/retry"
+    requeued = call("POST", url, RETRY, 202).get_json()
+    assert requeued == {"kind": "patient", "id": pid, "state": "requeued"}
+    assert wait_status(call.client, pid, lambda d: d["results_count"] == 1)["response_level"] == "MMR"
+    assert listed() is None
+    gone = call("POST", url, RETRY, 404).get_json()
+    assert gone["type"] == "/problems/unknown-dead-letter"
+    call("POST", f"/v1/ops/dead-letters/cohort/{pid}/retry", RETRY, 404)
+    call("POST", f"/v1/ops/dead-letters/worker/{pid}/retry", RETRY, 404, valid_request=False)
+
+    call.assert_covered("GET", DEAD_LETTERS, NEVER_TRIGGERED | {"503"})
+    call.assert_covered("POST", RETRY, NEVER_TRIGGERED | {"503"})
+
+
 def test_store_down_answers_documented_503s(openapi, spec, pid):
     """With Redis unreachable every operation that documents a 503 answers it, as documented."""
     from services.api import create_app
@@ -403,15 +998,27 @@ def test_store_down_answers_documented_503s(openapi, spec, pid):
         call("GET", f"{url}/results", TIMELINE, 503),
         call("POST", RESULTS, RESULTS, 503, json=result(pid)),
         call("GET", "/v1/tasks/t-1", TASK, 503),
+        call("PUT", "/v1/cohorts/ACTIM", COHORT, 503, json={"endpoint": "MR4"}),
+        call("GET", COHORTS, COHORTS, 503),
+        call("GET", "/v1/cohorts/ACTIM/statistics", STATISTICS, 503),
+        call("GET", "/v1/cohorts/ACTIM/statistics?horizons=12", STATISTICS, 503),
+        call("GET", "/v1/cohorts/ACTIM/curve", CURVE, 503, headers={"Accept": PNG}),
+        call("GET", f"{COMPARE}?a=ACTIM&b=ACTIM", COMPARE, 503),
+        call("GET", QUEUES, QUEUES, 503),
+        call("GET", f"{AUDIT}?count=10", AUDIT, 503),
+        call("GET", DEAD_LETTERS, DEAD_LETTERS, 503),
+        call("POST", f"/v1/ops/dead-letters/patient/{pid}/retry", RETRY, 503),
+        call("POST", RESULTS, RESULTS, 503, json=result(pid), headers={"Idempotency-Key": "k-1"}),
     ]
     for resp in answers:
         assert resp.get_json()["type"] == "/problems/store-unavailable"
         assert int(resp.headers["Retry-After"]) > 0
     not_ready = call("GET", "/readyz", "/readyz", 503).get_json()
     assert not_ready["checks"]["redis"]["ok"] is False
-    with_503 = {(m, p) for p, item in spec["paths"].items() for m, op in item.items()
-                if m in METHODS and "503" in op["responses"]}  # fmt: skip
-    assert {(m, t) for m, t, _ in call.seen} == with_503
+    assert call.statuses("503") == documenting(spec, "503")
+    # /metrics still answers, with the process's request metrics and without those kept in Redis.
+    text = call("GET", METRICS, METRICS, 200, mimetype=TEXT).get_data(as_text=True)
+    assert "cml_http_requests_total" in text and "cml_queue_depth" not in text
 
 
 # --- the validation is not vacuous ------------------------------------------------------------------
@@ -446,3 +1053,65 @@ def test_validation_catches_a_response_that_drifts_from_the_spec(call, openapi, 
         check({"detail": "no type, no title"}, 404, PROBLEM)
     with pytest.raises(OpenAPIError):
         check({"ok": True}, 409, PROBLEM)  # not a documented status of this operation
+
+
+def test_validation_catches_cohort_documents_that_drift(openapi, two_cohorts):
+    c = two_cohorts["c"]
+    doc = two_cohorts["stats"][c]
+
+    def check(path: str, body: dict) -> None:
+        request = WerkzeugOpenAPIRequest(EnvironBuilder(path=path, method="GET").get_request())
+        response = Response(json.dumps(body), status=200, mimetype=JSON)
+        openapi.validate_response(request, WerkzeugOpenAPIResponse(response))
+
+    stats = f"/v1/cohorts/{c}/statistics"
+    check(stats, doc)
+    aj = doc["aalen_johansen"]
+    for drifted in (
+        {**doc, "aalen_johansen": {**aj, "estimate": [str(x) for x in aj["estimate"]]}},
+        {**doc, "aalen_johansen": {**aj, "upper": [1.5, *aj["upper"][1:]]}},
+        {**doc, "aalen_johansen": {k: v for k, v in aj.items() if k != "variance"}},
+        {**doc, "outcomes": {"endpoint": 2, "competing": 1}},
+        {**doc, "definition": {**doc["definition"], "endpoint": "MR3"}},
+        {**doc, "not_evaluable": [f"{c}-4"]},
+        {k: v for k, v in doc.items() if k != "median_time_to_endpoint"},
+    ):
+        with pytest.raises(OpenAPIError):
+            check(stats, drifted)
+    test = {"test": "logrank", "groups": ["a", "b"], "statistic": 1.2, "df": 1, "p_value": 0.27}
+    table = {k: doc[k] for k in ("horizons_months", "one_minus_km", "aalen_johansen")}
+    compared = {"overlap": 0, "logrank": test, "gray": {**test, "test": "gray"},
+                "a": {"cohort_id": c, "data_version": 1, **table},
+                "b": {"cohort_id": c, "data_version": 1, **table}}  # fmt: skip
+    check(f"{COMPARE}?a={c}&b={c}", compared)
+    for drifted in (
+        {**compared, "logrank": {**test, "p_value": 1.5}},
+        {**compared, "gray": {**test, "test": "wilcoxon"}},
+        {**compared, "a": table},
+    ):
+        with pytest.raises(OpenAPIError):
+            check(f"{COMPARE}?a={c}&b={c}", drifted)
+
+
+def test_validation_catches_guard_answers_without_their_headers(openapi):
+    """401 must say how to authenticate and 429/503 when to come back; a hot read documents no 429."""
+    body = json.dumps({"type": "/problems/x", "title": "x", "status": 400, "detail": "x", "instance": "/"})
+
+    def check(path: str, status: int, headers: dict) -> None:
+        request = WerkzeugOpenAPIRequest(EnvironBuilder(path=path, method="GET", headers=AUTH).get_request())
+        response = Response(body, status=status, mimetype=PROBLEM, headers=headers)
+        openapi.validate_response(request, WerkzeugOpenAPIResponse(response))
+
+    check(QUEUES, 401, {"WWW-Authenticate": 'Bearer realm="cml"'})
+    check(QUEUES, 429, {"Retry-After": "5"})
+    for status, headers in (
+        (401, {}),
+        (401, {"WWW-Authenticate": "Basic"}),
+        (429, {}),
+        (429, {"Retry-After": "soon"}),
+        (503, {}),
+    ):
+        with pytest.raises(OpenAPIError):
+            check(QUEUES, status, headers)
+    with pytest.raises(OpenAPIError):
+        check("/v1/patients/P-1/status", 429, {"Retry-After": "5"})

@@ -101,7 +101,8 @@ def get_statistics(cohort_id: str) -> Response:
         data, curve, _ = _data(cohort_id)
     except NotComputedYet:
         return _pending(cohort_id)
-    envelope = {k: curve[k] for k in ("cohort_id", "computed_at", "data_version", "pending", "definition")}
+    envelope = {k: curve[k] for k in ("cohort_id", "computed_at", "data_version", "definition")}
+    envelope["pending"] = False
     return jsonify({**envelope, **cohorts.statistics(data, horizons or cohorts.DEFAULT_HORIZONS_MONTHS)})
 
 

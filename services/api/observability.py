@@ -95,4 +95,4 @@ def metrics_response(extra_collector: object) -> Response:
     body = generate_latest(registry)
     task_registry = CollectorRegistry()
     task_registry.register(extra_collector)
-    return Response(body + generate_latest(task_registry), mimetype=CONTENT_TYPE_LATEST)
+    return Response(body + generate_latest(task_registry), content_type=CONTENT_TYPE_LATEST)

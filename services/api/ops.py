@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, Response, jsonify, request
 
 from services.api.context import ctx, enqueue
@@ -19,6 +21,17 @@ def queues() -> Response:
     return jsonify(ops.queue_report(ctx().redis))
 
 
+# A Redis stream id: milliseconds and a sequence number, each within 64 bits.
+STREAM_ID = re.compile(r"\d{1,19}-\d{1,19}")
+
+
+def _invalid(param: str, detail: str) -> Problem:
+    return Problem(
+        422, "invalid-input", "The request is not valid", f"{param}: {detail}",
+        errors=[{"pointer": f"/{param}", "field": param, "detail": detail}],
+    )  # fmt: skip
+
+
 @bp.get("/v1/ops/audit")
 def audit() -> Response:
     try:
@@ -26,11 +39,11 @@ def audit() -> Response:
     except ValueError:
         count = 0
     if not 1 <= count <= 1000:
-        raise Problem(
-            422, "invalid-input", "The request is not valid", "count: must be an integer from 1 to 1000",
-            errors=[{"pointer": "/count", "field": "count", "detail": "must be an integer from 1 to 1000"}],
-        )  # fmt: skip
-    return jsonify({"entries": ops.audit_entries(ctx().redis, count, request.args.get("before"))})
+        raise _invalid("count", "must be an integer from 1 to 1000")
+    before = request.args.get("before")
+    if before is not None and not (STREAM_ID.fullmatch(before) and max(map(int, before.split("-"))) < 2**64):
+        raise _invalid("before", "must be an audit entry id such as 1732500000000-0")
+    return jsonify({"entries": ops.audit_entries(ctx().redis, count, before)})
 
 
 @bp.get("/v1/ops/dead-letters")
