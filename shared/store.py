@@ -471,18 +471,19 @@ def dead_letters(r: redis.Redis) -> list[dict]:
 
 
 _RETRY = """
--- KEYS[1] dead letters, [2] dirty, [3] enqueued; ARGV[1] id, [2] now ms
+-- KEYS[1] dead letters, [2] dirty, [3] enqueued, [4] audit; ARGV[1] id, [2] now ms, [3] audit entry
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', 100000, '*', 'entry', ARGV[3], 'outcomes', 'requeued')
 return 1
 """
 
 
-def retry_dead_letter(r: redis.Redis, kind: str, item_id: str) -> bool:
-    """Put a failed item back to work (dirty again); False if there is no such dead letter."""
-    script_keys = [keys.DEAD[kind], keys.DIRTY[kind], keys.ENQUEUED[kind]]
-    return bool(r.eval(_RETRY, 3, *script_keys, item_id, now_ms()))
+def retry_dead_letter(r: redis.Redis, kind: str, item_id: str, audit: dict) -> bool:
+    """Put a failed item back to work (dirty again), audited; False if there is no such dead letter."""
+    script_keys = [keys.DEAD[kind], keys.DIRTY[kind], keys.ENQUEUED[kind], keys.AUDIT]
+    return bool(r.eval(_RETRY, len(script_keys), *script_keys, item_id, now_ms(), canonical(audit)))
 
 
 # --- rules changes -------------------------------------------------------------------------------

@@ -178,6 +178,8 @@ def test_failed_task_goes_to_dead_letters_and_ops_can_retry(client, r, pid):
     assert doc["response_level"] == "MMR"
     assert listed() is None
     assert client.post(f"/v1/ops/dead-letters/patient/{pid}/retry", headers=ops).status_code == 404
+    audit = client.get("/v1/ops/audit?count=20", headers=ops).get_json()["entries"]
+    assert any(e.get("item_id") == pid and e["outcomes"] == ["requeued"] for e in audit)
 
 
 def test_ops_queues_report(client, pid):

@@ -6,7 +6,7 @@ import re
 
 from flask import Blueprint, Response, jsonify, request
 
-from services.api.context import ctx, enqueue
+from services.api.context import audit_entry, ctx, enqueue
 from services.api.errors import Problem
 from services.api.observability import metrics_response
 from shared import ops, store
@@ -55,7 +55,7 @@ def dead_letters() -> Response:
 def retry_dead_letter(kind: str, item_id: str) -> Response:
     if kind not in TASK_FOR_KIND:
         raise Problem(404, "unknown-dead-letter", "Unknown dead letter", f"No dead-letter kind {kind}.")
-    if not store.retry_dead_letter(ctx().redis, kind, item_id):
+    if not store.retry_dead_letter(ctx().redis, kind, item_id, audit_entry(kind=kind, item_id=item_id)):
         raise Problem(404, "unknown-dead-letter", "Unknown dead letter", f"No failed {kind} {item_id}.")
     enqueue(TASK_FOR_KIND[kind], item_id)
     response = jsonify({"kind": kind, "id": item_id, "state": "requeued"})
