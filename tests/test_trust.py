@@ -205,7 +205,10 @@ def test_metrics_in_prometheus_format(client, pid):
     assert resp.status_code == 200 and resp.mimetype == "text/plain"
     text = resp.get_data(as_text=True)
     assert 'cml_http_requests_total{method="POST",route="/v1/assay-results",status="202"}' in text
-    assert 'cml_http_request_seconds_bucket{le="0.001",method="POST",route="/v1/assay-results"}' in text
+    assert (
+        'cml_http_request_seconds_bucket{le="0.001",method="POST",route="/v1/assay-results",status="202"}'
+        in text
+    )
     assert 'cml_tasks_total{outcome="done",task="cml.recompute_patient"}' in text
     assert 'cml_task_seconds_count{outcome="done",task="cml.recompute_patient"}' in text
     assert 'cml_queue_depth{queue="patients"}' in text

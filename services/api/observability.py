@@ -34,8 +34,8 @@ REQUESTS = Counter(
 )
 LATENCY = Histogram(
     "cml_http_request_seconds",
-    "HTTP request latency by route and method",
-    ["route", "method"],
+    "HTTP request latency by route, method and status",
+    ["route", "method", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 
@@ -71,7 +71,7 @@ def init_observability(app: Flask) -> None:
         metrics = children.get(labels)
         if metrics is None:
             metrics = (REQUESTS.labels(route, request.method, str(response.status_code)),
-                       LATENCY.labels(route, request.method))  # fmt: skip
+                       LATENCY.labels(route, request.method, str(response.status_code)))  # fmt: skip
             children[labels] = metrics
         metrics[0].inc()
         metrics[1].observe(elapsed)
