@@ -385,16 +385,6 @@ def commit_status(
     return int(current), [_decode(c) for c in fresh]
 
 
-def claim(r: redis.Redis, kind: str, item_id: str) -> bool:
-    """Called as a task for a patient or cohort starts: from now on a new write enqueues a new task.
-    Returns whether there is anything to do (a duplicate task for a clean item does nothing)."""
-    pipe = r.pipeline(transaction=True)
-    pipe.zrem(keys.ENQUEUED[kind], item_id)
-    pipe.zscore(keys.DIRTY[kind], item_id)
-    _, dirty = pipe.execute()
-    return dirty is not None
-
-
 def read_status(r: redis.Redis, patient_id: str) -> bytes | None:
     return r.get(keys.status(patient_id))
 
@@ -405,33 +395,6 @@ def read_timeline(r: redis.Redis, patient_id: str) -> bytes | None:
 
 def status_version(r: redis.Redis, patient_id: str) -> int:
     return int(r.get(keys.status_version(patient_id)) or -1)
-
-
-# --- the sweeper: tasks are hints ----------------------------------------------------------------
-
-_SWEEP = """
--- KEYS[1] dirty, [2] enqueued; ARGV[1] now ms, [2] age ms, [3] limit
-local cutoff = tonumber(ARGV[1]) - tonumber(ARGV[2])
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff, 'LIMIT', 0, tonumber(ARGV[3]))
-local out = {}
-for _, pid in ipairs(due) do
-  local e = redis.call('ZSCORE', KEYS[2], pid)
-  if (not e) or tonumber(e) <= cutoff then
-    redis.call('ZADD', KEYS[2], ARGV[1], pid)
-    table.insert(out, pid)
-  end
-end
-return out
-"""
-
-
-def due_for_requeue(r: redis.Redis, kind: str, older_than_s: float, limit: int = 1000) -> list[str]:
-    """Dirty patients or cohorts pending longer than ``older_than_s`` with no task enqueued since:
-    their task was lost (a killed worker, a crash between write and enqueue)."""
-    reply = r.eval(
-        _SWEEP, 2, keys.DIRTY[kind], keys.ENQUEUED[kind], now_ms(), int(older_than_s * 1000), limit
-    )
-    return [_decode(p) for p in reply]
 
 
 # --- idempotency keys ----------------------------------------------------------------------------
@@ -448,95 +411,3 @@ def remember_response(
     """Keep the first response to an Idempotency-Key (NX: a concurrent twin does not replace it)."""
     doc = {"request_hash": request_hash, "status": status, "body": body.decode()}
     r.set(keys.idempotency(caller, idempotency_key), orjson.dumps(doc), nx=True, ex=ttl_s)
-
-
-# --- dead letters --------------------------------------------------------------------------------
-
-_DEAD_LETTER = """
--- KEYS[1] dirty, [2] dead letters; ARGV[1] id, [2] failure json
--- Out of the dirty set, so the sweeper stops retrying a task that fails every time; ops retry it.
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-"""
-
-
-def dead_letter(r: redis.Redis, kind: str, item_id: str, task: str, error: str) -> None:
-    failure = {"kind": kind, "id": item_id, "task": task, "error": error, "failed_ms": now_ms()}
-    r.eval(_DEAD_LETTER, 2, keys.DIRTY[kind], keys.DEAD[kind], item_id, orjson.dumps(failure))
-
-
-def dead_letters(r: redis.Redis) -> list[dict]:
-    rows = [orjson.loads(v) for key in keys.DEAD.values() for v in r.hvals(key)]
-    return sorted(rows, key=lambda row: row["failed_ms"], reverse=True)
-
-
-_RETRY = """
--- KEYS[1] dead letters, [2] dirty, [3] enqueued, [4] audit; ARGV[1] id, [2] now ms, [3] audit entry
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', 100000, '*', 'entry', ARGV[3], 'outcomes', 'requeued')
-return 1
-"""
-
-
-def retry_dead_letter(r: redis.Redis, kind: str, item_id: str, audit: dict) -> bool:
-    """Put a failed item back to work (dirty again), audited; False if there is no such dead letter."""
-    script_keys = [keys.DEAD[kind], keys.DIRTY[kind], keys.ENQUEUED[kind], keys.AUDIT]
-    return bool(r.eval(_RETRY, len(script_keys), *script_keys, item_id, now_ms(), canonical(audit)))
-
-
-# --- rules changes -------------------------------------------------------------------------------
-
-_RULES_CHANGED = """
--- KEYS[1] rules fingerprint, [2] patients set, [3] dirty patients, [4] cohorts set, [5] dirty cohorts
--- ARGV[1] fingerprint, [2] now ms
-if redis.call('GET', KEYS[1]) == ARGV[1] then return -1 end
-local n = 0
-for _, pid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  n = n + redis.call('ZADD', KEYS[3], 'NX', ARGV[2], pid)
-end
-for _, cid in ipairs(redis.call('SMEMBERS', KEYS[4])) do
-  redis.call('ZADD', KEYS[5], 'NX', ARGV[2], cid)
-end
-redis.call('SET', KEYS[1], ARGV[1])
-return n
-"""
-
-
-def recompute_all_if_rules_changed(r: redis.Redis, fingerprint: str) -> int:
-    """Mark every patient and cohort dirty when the stored documents were made by other rules (a
-    deployment changed them); the sweeper then recomputes them all. Returns how many patients were
-    marked, -1 if the rules are unchanged."""
-    script_keys = [keys.RULES, keys.PATIENTS, keys.DIRTY_PATIENTS, keys.COHORTS, keys.DIRTY_COHORTS]
-    return int(r.eval(_RULES_CHANGED, len(script_keys), *script_keys, fingerprint, now_ms()))
-
-
-# --- work tracking and workers --------------------------------------------------------------------
-
-
-def track_tasks(r: redis.Redis, tasks: dict[str, tuple[str, int]], ttl_s: int) -> None:
-    """Record, per tracking id, which patient must reach which data version."""
-    pipe = r.pipeline(transaction=False)
-    for task_id, (patient_id, version) in tasks.items():
-        doc = {"patient_id": patient_id, "version": version, "created_ms": now_ms()}
-        pipe.set(keys.task(task_id), orjson.dumps(doc), ex=ttl_s)
-    pipe.execute()
-
-
-def read_task(r: redis.Redis, task_id: str) -> dict | None:
-    raw = r.get(keys.task(task_id))
-    if raw is None:
-        return None
-    doc = orjson.loads(raw)
-    doc["status_version"] = status_version(r, doc["patient_id"])
-    return doc
-
-
-def heartbeat(r: redis.Redis, worker: str) -> None:
-    r.zadd(keys.WORKERS, {worker: now_ms()})
-
-
-def live_workers(r: redis.Redis, within_s: float) -> dict[str, int]:
-    rows = r.zrangebyscore(keys.WORKERS, now_ms() - int(within_s * 1000), "+inf", withscores=True)
-    return {_decode(w): int(s) for w, s in rows}

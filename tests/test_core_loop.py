@@ -186,14 +186,14 @@ def test_health_and_readiness(client):
 
 def test_a_rules_change_recomputes_every_patient(client, pid, r):
     """A deployment that changes the rules marks every stored status stale; the sweeper redoes them."""
-    from shared import documents, store
+    from shared import documents, work
 
     register(client, pid)
     post(client, result(pid, "R-rules"))
     before = wait_status(client, pid, lambda d: d["results_count"] == 1)
     r.set(keys.RULES, "an older deployment")
-    assert store.recompute_all_if_rules_changed(r, documents.rules_fingerprint()) >= 1
+    assert work.recompute_all_if_rules_changed(r, documents.rules_fingerprint()) >= 1
     assert r.zscore(keys.DIRTY_PATIENTS, pid) is not None
-    assert store.recompute_all_if_rules_changed(r, documents.rules_fingerprint()) == -1
+    assert work.recompute_all_if_rules_changed(r, documents.rules_fingerprint()) == -1
     after = wait_status(client, pid, lambda d: d["computed_at"] != before["computed_at"])
     assert after["response_level"] == before["response_level"]

@@ -15,7 +15,7 @@ from flask import current_app, request
 
 from services.api.auth import caller
 from services.api.errors import Problem
-from shared import store
+from shared import store, work
 from shared.config import Settings
 from shared.queue import RECOMPUTE_PATIENT, REFRESH_COHORT, send
 
@@ -69,7 +69,7 @@ def dispatch(outcome: store.WriteOutcome) -> list[dict]:
     """Track and enqueue the recomputations a write calls for; return how to follow them."""
     c = ctx()
     tracked = {uuid.uuid4().hex: (pid, v) for pid, v in outcome.versions.items()}
-    store.track_tasks(c.redis, tracked, c.settings.task_ttl_s)
+    work.track_tasks(c.redis, tracked, c.settings.task_ttl_s)
     fresh = set(outcome.to_enqueue)
     for task_id, (pid, _) in tracked.items():
         if pid in fresh:

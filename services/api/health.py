@@ -6,7 +6,7 @@ from flask import Blueprint, Response, jsonify
 
 from services.api.context import ctx
 from services.api.errors import problem_response
-from shared import store
+from shared import work
 
 bp = Blueprint("health", __name__)
 
@@ -26,7 +26,7 @@ def readyz() -> Response:
     try:
         c.redis.ping()
         checks["redis"] = {"ok": True}
-        workers = store.live_workers(c.redis, WORKER_SILENCE_S)
+        workers = work.live_workers(c.redis, WORKER_SILENCE_S)
         checks["workers"] = {"ok": bool(workers), "alive": len(workers)}
     except Exception as exc:  # noqa: BLE001 - readiness reports any failure as not ready
         checks["redis"] = {"ok": False, "error": type(exc).__name__}

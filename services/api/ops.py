@@ -9,7 +9,7 @@ from flask import Blueprint, Response, jsonify, request
 from services.api.context import audit_entry, ctx, enqueue
 from services.api.errors import Problem
 from services.api.observability import metrics_response
-from shared import ops, store
+from shared import ops, work
 from shared.metrics import TaskCollector
 from shared.queue import TASK_FOR_KIND
 
@@ -48,14 +48,14 @@ def audit() -> Response:
 
 @bp.get("/v1/ops/dead-letters")
 def dead_letters() -> Response:
-    return jsonify({"dead_letters": store.dead_letters(ctx().redis)})
+    return jsonify({"dead_letters": work.dead_letters(ctx().redis)})
 
 
 @bp.post("/v1/ops/dead-letters/<kind>/<item_id>/retry")
 def retry_dead_letter(kind: str, item_id: str) -> Response:
     if kind not in TASK_FOR_KIND:
         raise Problem(404, "unknown-dead-letter", "Unknown dead letter", f"No dead-letter kind {kind}.")
-    if not store.retry_dead_letter(ctx().redis, kind, item_id, audit_entry(kind=kind, item_id=item_id)):
+    if not work.retry_dead_letter(ctx().redis, kind, item_id, audit_entry(kind=kind, item_id=item_id)):
         raise Problem(404, "unknown-dead-letter", "Unknown dead letter", f"No failed {kind} {item_id}.")
     enqueue(TASK_FOR_KIND[kind], item_id)
     response = jsonify({"kind": kind, "id": item_id, "state": "requeued"})

@@ -11,14 +11,14 @@ from flask import Blueprint, Response, jsonify
 
 from services.api.context import ctx
 from services.api.errors import Problem
-from shared import store
+from shared import work
 
 bp = Blueprint("tasks", __name__)
 
 
 @bp.get("/v1/tasks/<task_id>")
 def get_task(task_id: str) -> Response:
-    doc = store.read_task(ctx().redis, task_id)
+    doc = work.read_task(ctx().redis, task_id)
     if doc is None:
         raise Problem(404, "unknown-task", "Unknown task", f"No task {task_id} (tasks are kept for a day).")
     done = doc["status_version"] >= doc["version"]

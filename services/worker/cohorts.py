@@ -11,7 +11,7 @@ from celery import Task
 from services.worker import app, settings
 from services.worker.instrument import instrumented
 from services.worker.redis_client import redis_client
-from shared import cohort_store, cohorts, documents, store
+from shared import cohort_store, cohorts, documents, work
 from shared.queue import REFRESH_COHORT
 
 
@@ -19,7 +19,7 @@ from shared.queue import REFRESH_COHORT
 @instrumented("cohort", REFRESH_COHORT)
 def refresh_cohort(self: Task, cohort_id: str) -> str:
     r = redis_client()
-    if not store.claim(r, "cohort", cohort_id):
+    if not work.claim(r, "cohort", cohort_id):
         return "clean"
     token = cohort_store.acquire_lock(r, cohort_id, settings.cohort_lock_ttl_s)
     if token is None:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from celery.exceptions import Retry
 
 from services.worker.redis_client import redis_client
-from shared import metrics, store
+from shared import metrics, work
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def instrumented(kind: str, task_name: str) -> Callable:
             except Exception as exc:
                 outcome = "failed"
                 log.error("%s failed: %s", task_name, type(exc).__name__)
-                store.dead_letter(redis_client(), kind, item_id, task_name, f"{type(exc).__name__}: {exc}")
+                work.dead_letter(redis_client(), kind, item_id, task_name, f"{type(exc).__name__}: {exc}")
                 return outcome
             finally:
                 metrics.record_task(redis_client(), task_name, outcome, time.perf_counter() - start)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from services.worker import app, settings
 from services.worker.instrument import instrumented
 from services.worker.redis_client import redis_client
-from shared import documents, store
+from shared import documents, store, work
 from shared.queue import RECOMPUTE_PATIENT, REFRESH_COHORT, send
 
 
@@ -19,7 +19,7 @@ from shared.queue import RECOMPUTE_PATIENT, REFRESH_COHORT, send
 @instrumented("patient", RECOMPUTE_PATIENT)
 def recompute_patient(patient_id: str) -> str:
     r = redis_client()
-    if not store.claim(r, "patient", patient_id):
+    if not work.claim(r, "patient", patient_id):
         return "clean"  # a duplicate: another task already reflected the latest write
     data = store.load_patient(r, patient_id)
     if data is None:

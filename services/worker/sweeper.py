@@ -15,7 +15,7 @@ from celery.signals import worker_ready, worker_shutdown
 
 from services.worker import app, settings
 from services.worker.redis_client import redis_client
-from shared import documents, store
+from shared import documents, work
 from shared.queue import TASK_FOR_KIND, send
 
 log = logging.getLogger(__name__)
@@ -24,10 +24,10 @@ _stop = threading.Event()
 
 def sweep_once(worker: str) -> int:
     r = redis_client()
-    store.heartbeat(r, worker)
+    work.heartbeat(r, worker)
     requeued = 0
     for kind, task in TASK_FOR_KIND.items():
-        due = store.due_for_requeue(r, kind, settings.requeue_after_s)
+        due = work.due_for_requeue(r, kind, settings.requeue_after_s)
         for item_id in due:
             send(app, task, item_id)
         if due:
@@ -38,7 +38,7 @@ def sweep_once(worker: str) -> int:
 
 def _loop(worker: str) -> None:
     try:
-        marked = store.recompute_all_if_rules_changed(redis_client(), documents.rules_fingerprint())
+        marked = work.recompute_all_if_rules_changed(redis_client(), documents.rules_fingerprint())
         if marked >= 0:
             log.info("rules changed since the stored documents were made: %d patients to recompute", marked)
     except Exception as exc:  # noqa: BLE001 - Redis may be down at start; the next start retries
