@@ -40,6 +40,9 @@ class Settings:
     api_keys_file: str | None
     # Per-key request budget (flask-limiter notation), kept in Redis so all API processes share it.
     rate_limit: str
+    # The hot reads (status, timeline) are limited per key within each API process instead: a Redis
+    # round trip for the count would cost them more than the read itself (bench/README.md).
+    hot_read_rate_limit: str
     # How long a task tracking document (GET /v1/tasks/{id}) is kept.
     task_ttl_s: int
     # Broker visibility timeout: unacked messages of a dead worker come back after this.
@@ -62,5 +65,6 @@ def load_settings() -> Settings:
         api_keys=os.environ.get("API_KEYS"),
         api_keys_file=os.environ.get("API_KEYS_FILE"),
         rate_limit=os.environ.get("RATE_LIMIT", "6000/minute"),
+        hot_read_rate_limit=os.environ.get("HOT_READ_RATE_LIMIT", "60000/minute"),
         visibility_timeout_s=_int("VISIBILITY_TIMEOUT_S", 3600),
     )

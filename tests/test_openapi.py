@@ -202,9 +202,8 @@ def test_cohort_schemas_match_the_code(spec):
 
 def test_security_matches_the_code(app, spec):
     """Each operation's security requirement lists (as roles) exactly the scopes auth.REQUIRED grants it
-    by, its description names them, and it documents 401, 403 and (unless a hot read) 429."""
+    by, its description names them, and it documents 401, 403 and 429."""
     from services.api.auth import PUBLIC, REQUIRED, SCOPES
-    from services.api.observability import HOT_READS
 
     scheme = spec["components"]["securitySchemes"]["bearerAuth"]
     assert scheme["type"] == "http" and scheme["scheme"] == "bearer"
@@ -226,8 +225,7 @@ def test_security_matches_the_code(app, spec):
             assert roles == REQUIRED[rule.endpoint], (method, template)
             scope_line = next(line for line in op["description"].splitlines() if line.startswith("Scope:"))
             assert {s for s in SCOPES if f"`{s}`" in scope_line} == roles, (method, template)
-            limited = rule.endpoint not in HOT_READS
-            assert GUARDED & set(op["responses"]) == ({"401", "403", "429"} if limited else {"401", "403"})
+            assert GUARDED & set(op["responses"]) == {"401", "403", "429"}, (method, template)
     assert len(checked) == len(REQUIRED) + len(PUBLIC - {"static"})
 
 
@@ -823,8 +821,8 @@ def test_no_key_unknown_key_and_missing_scope_conform(call, spec, pid):
 
 
 def test_rate_limits_conform(openapi, spec, redis_url, monkeypatch, pid):
-    """With 3 requests a minute per key and operation, every limited operation answers 429 on the 4th;
-    the hot reads never do. A key of its own, so no other test's counters interfere."""
+    """With 3 requests a minute per key and operation, every operation answers 429 on the 4th (the hot
+    reads by their per-process limit). A key of its own, so no other test's counters interfere."""
     from services.api import create_app
     from shared.config import load_settings
 
@@ -832,7 +830,9 @@ def test_rate_limits_conform(openapi, spec, redis_url, monkeypatch, pid):
     monkeypatch.setenv("REDIS_URL", redis_url)
     api_keys = json.dumps({key: {"name": key, "scopes": ["results:write", "status:read", "cohorts:write",
                                                            "ops:read"]}})  # fmt: skip
-    settings = dataclasses.replace(load_settings(), rate_limit="3/minute", api_keys=api_keys)
+    settings = dataclasses.replace(
+        load_settings(), rate_limit="3/minute", hot_read_rate_limit="3/minute", api_keys=api_keys
+    )
     call = Exchanges(create_app(settings).test_client(), openapi, spec, key=key)
 
     def status_of(method: str, path: str, kw: dict) -> int:
@@ -840,19 +840,16 @@ def test_rate_limits_conform(openapi, spec, redis_url, monkeypatch, pid):
             path, method=method, headers={"Authorization": f"Bearer {key}"}, **kw
         ).status_code
 
-    hot = {("get", STATUS), ("get", TIMELINE)}
     for (method, template), (path, kw) in _requests(pid).items():
-        # Counted per key and operation: the first three requests of each operation pass.
+        # Counted per key and operation: the first three requests of each operation pass (the hot
+        # reads in this process's memory, the others in Redis).
         assert 429 not in [status_of(method, path, kw) for _ in range(3)], template
-        if (method, template) in hot:
-            assert 429 not in [status_of(method, path, kw) for _ in range(3)], template
-            continue
         # A fixed window may roll over between requests: keep on until the limit bites.
         assert any(status_of(method, path, kw) == 429 for _ in range(3)), template
         limited = call(method, path, template, 429, **kw)
         assert limited.get_json()["type"] == "/problems/rate-limited"
         assert int(limited.headers["Retry-After"]) > 0
-    assert call.statuses("429") == documenting(spec, "429") == set(_requests(pid)) - hot
+    assert call.statuses("429") == documenting(spec, "429") == set(_requests(pid))
 
 
 def test_idempotency_key_conform(call, pid):
@@ -1094,7 +1091,7 @@ def test_validation_catches_cohort_documents_that_drift(openapi, two_cohorts):
 
 
 def test_validation_catches_guard_answers_without_their_headers(openapi):
-    """401 must say how to authenticate and 429/503 when to come back; a hot read documents no 429."""
+    """401 must say how to authenticate and 429/503 when to come back."""
     body = json.dumps({"type": "/problems/x", "title": "x", "status": 400, "detail": "x", "instance": "/"})
 
     def check(path: str, status: int, headers: dict) -> None:
@@ -1113,5 +1110,6 @@ def test_validation_catches_guard_answers_without_their_headers(openapi):
     ):
         with pytest.raises(OpenAPIError):
             check(QUEUES, status, headers)
+    check("/v1/patients/P-1/status", 429, {"Retry-After": "5"})
     with pytest.raises(OpenAPIError):
-        check("/v1/patients/P-1/status", 429, {"Retry-After": "5"})
+        check("/v1/patients/P-1/status", 429, {})

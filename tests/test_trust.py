@@ -131,6 +131,18 @@ def test_rate_limit_429_with_retry_after(redis_url, monkeypatch):
     assert client.get("/healthz").status_code == 200  # probes are not limited
 
 
+def test_hot_reads_are_limited_per_process(redis_url, monkeypatch, pid):
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("HOT_READ_RATE_LIMIT", "2/minute")
+    client = create_app(load_settings()).test_client()
+    codes = [client.get(f"/v1/patients/{pid}/status").status_code for _ in range(2)]
+    assert codes == [404, 404]
+    resp = client.get(f"/v1/patients/{pid}/status")
+    assert resp.status_code == 429 and resp.mimetype == PROBLEM and int(resp.headers["Retry-After"]) > 0
+    # Counted per operation: the timeline has its own budget.
+    assert client.get(f"/v1/patients/{pid}/results").status_code == 404
+
+
 def test_idempotency_key_replays_a_batch(client, r, pid):
     register(client, pid)
     batch = [result(pid, f"{pid}-I1"), result(pid, f"{pid}-I2")]

@@ -103,10 +103,11 @@ def authenticate(keys: list[ApiKey], header: str | None) -> ApiKey | None:
 def init_auth(app: Flask, keys: list[ApiKey]) -> None:
     @app.before_request
     def _authorize() -> None:
-        endpoint = request.endpoint
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        endpoint = req.endpoint
         if endpoint is None or endpoint in PUBLIC:
             return  # unknown URL (404 follows) or a public probe
-        key = authenticate(keys, request.headers.get("Authorization"))
+        key = authenticate(keys, req.headers.get("Authorization"))
         if key is None:
             raise Problem(
                 401, "unauthorized", "Unauthorized", "Send a valid API key as 'Authorization: Bearer <key>'.",

@@ -8,8 +8,6 @@ message without reading our code.
 from __future__ import annotations
 
 import logging
-import math
-import time
 from typing import Any
 
 import orjson
@@ -112,18 +110,3 @@ def register_error_handlers(app: Flask) -> None:
     def _unexpected(exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url_rule)
         return problem_response(500, "internal-error", "Internal error", "An unexpected error occurred.")
-
-
-def register_rate_limit_handler(app: Flask, limiter: Any) -> None:
-    from flask_limiter.errors import RateLimitExceeded
-
-    @app.errorhandler(RateLimitExceeded)
-    def _too_many(exc: RateLimitExceeded) -> Response:
-        # When the current window resets (one Redis read, on the refused request only).
-        reset_at = limiter.current_limit.reset_at if limiter.current_limit else time.time() + 1
-        retry_after = max(1, math.ceil(reset_at - time.time()))
-        return problem_response(
-            429, "rate-limited", "Too many requests",
-            f"This key is limited to {exc.limit.limit}; retry after {retry_after} s.",
-            headers={"Retry-After": str(retry_after)},
-        )  # fmt: skip

@@ -11,7 +11,7 @@ import logging
 import os
 import time
 
-from flask import Flask, Response, g, request
+from flask import Flask, Request, Response, g, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -40,8 +40,8 @@ LATENCY = Histogram(
 )
 
 
-def _route() -> str:
-    return request.url_rule.rule if request.url_rule else "unmatched"
+def _route(req: Request) -> str:
+    return req.url_rule.rule if req.url_rule else "unmatched"
 
 
 def configure_logging() -> None:
@@ -66,20 +66,19 @@ def init_observability(app: Flask) -> None:
     @app.after_request
     def _record(response: Response) -> Response:
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-        route = _route()
-        labels = (route, request.method, response.status_code)
+        req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup, not six
+        status = response.status_code
+        labels = (req.endpoint, req.method, status)
         metrics = children.get(labels)
         if metrics is None:
-            metrics = (REQUESTS.labels(route, request.method, str(response.status_code)),
-                       LATENCY.labels(route, request.method, str(response.status_code)))  # fmt: skip
+            route, code = _route(req), str(status)
+            metrics = (REQUESTS.labels(route, req.method, code), LATENCY.labels(route, req.method, code))
             children[labels] = metrics
         metrics[0].inc()
         metrics[1].observe(elapsed)
-        level = (
-            logging.DEBUG if request.endpoint in HOT_READS and response.status_code < 400 else logging.INFO
-        )
+        level = logging.DEBUG if req.endpoint in HOT_READS and status < 400 else logging.INFO
         if access_log.isEnabledFor(level):
-            access_log.log(level, "%s %s %s %.1fms key=%s", request.method, route, response.status_code,
+            access_log.log(level, "%s %s %s %.1fms key=%s", req.method, _route(req), status,
                            elapsed * 1000, caller())  # fmt: skip
         return response
 
