@@ -1,12 +1,12 @@
-"""K-sample tests: log-rank (survival::survdiff) and Gray's test (cmprsk::cuminc $Tests).
-
-Both are computed over the sorted unique times with per-group count matrices of shape
-(times, groups), so the cost is one sort plus O(times x groups^2) array arithmetic.
+"""K-sample tests: log-rank (lifelines, as survival::survdiff) and Gray's test (cmprsk::cuminc $Tests,
+no library has it exactly: ported here over the sorted unique times with per-group count matrices of
+shape (times, groups), one sort plus O(times x groups^2) array arithmetic).
 """
 
 from __future__ import annotations
 
 import numpy as np
+from lifelines.statistics import multivariate_logrank_test
 from numpy.typing import ArrayLike
 from scipy.linalg import qr
 from scipy.stats import chi2
@@ -42,35 +42,28 @@ def _chisq_p(stat: float, df: int) -> float:
 def logrank(time_days: ArrayLike, event: ArrayLike, group: ArrayLike) -> GroupTest:
     """Log-rank test of equal hazards of the endpoint across two or more groups.
 
-    Matches R's ``survdiff(Surv(time, event) ~ group)`` (rho = 0, survdiff2.c): per event time,
-    expected ``d n_k / n`` and hypergeometric covariance ``d (n - d) / (n - 1) (n_k / n)(1[k=l] - n_l / n)``;
-    groups with zero expected are dropped, then one more, and ``chisq = u' V^-1 u``; df = (groups with
-    expected > 0) - 1, as survdiff's own p-value. Statistic and p are None when fewer than two groups
-    have expected > 0 (R: chisq 0 with p 1 or NaN).
+    lifelines' ``multivariate_logrank_test`` (exact; equals R's ``survdiff(Surv(time, event) ~ group)``),
+    with survdiff's handling of groups that never have a patient at risk at an event time: they
+    have zero expected events and are left out (which changes nothing else: they are in no risk
+    set), and df = (groups with expected > 0) - 1. Statistic and p are None when fewer than two
+    groups remain (R: chisq 0 with p 1 or NaN).
     """
     t = as_times(time_days)
     e = as_event(event, t.size)
     labels, codes = group_codes(group, t.size)
-    ng = len(labels)
-    n_risk, c = _counts_by_group(t, codes, ng, d=e)
-    d_k = c["d"]
-    d = d_k.sum(axis=1)
-    rows = d > 0
-    n_k, d_k, d = n_risk[rows], d_k[rows], d[rows]
-    n = n_k.sum(axis=1)
-    p = n_k / n[:, None]
-    expected = (d[:, None] * p).sum(axis=0)
-    observed = d_k.sum(axis=0)
-    # survdiff2.c: no variance contribution when a single patient is at risk.
-    w = np.where(n > 1, d * (n - d) / np.where(n > 1, n - 1, 1.0), 0.0)
-    var = np.einsum("j,jk->k", w, p)[:, None] * np.eye(ng) - np.einsum("j,jk,jl->kl", w, p, p)
-    keep = np.flatnonzero(expected > 0)
-    df = int(keep.size) - 1
+    if not e.any():
+        return GroupTest("logrank", labels, None, 0, None)
+    first_event = t[e == 1].min()
+    # A group has expected > 0 exactly when one of its patients is at risk at some event time.
+    last_by_group = np.full(len(labels), -np.inf)
+    np.maximum.at(last_by_group, codes, t)
+    kept = np.flatnonzero(last_by_group >= first_event)
+    df = int(kept.size) - 1
     if df < 1:
         return GroupTest("logrank", labels, None, max(df, 0), None)
-    keep = keep[1:]  # survdiff drops the first remaining group
-    u = (observed - expected)[keep]
-    stat = float(u @ np.linalg.solve(var[np.ix_(keep, keep)], u))
+    rows = np.isin(codes, kept)
+    result = multivariate_logrank_test(t[rows], codes[rows], e[rows])
+    stat = float(result.test_statistic)
     return GroupTest("logrank", labels, stat, df, _chisq_p(stat, df))
 
 
