@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-import re
-
 import orjson
 from flask import Blueprint, Response, jsonify, request
 
 from services.api.context import audit_entry, ctx, enqueue, json_body
-from services.api.errors import Problem
+from services.api.errors import Problem, checked_id, invalid_parameter
 from shared import cohort_store, cohorts, keys
 from shared.plots import FORMATS, render_curve
 from shared.queue import REFRESH_COHORT
-from shared.schemas import ID_PATTERN, CohortSchema
+from shared.schemas import CohortSchema
 
 bp = Blueprint("cohorts", __name__)
 
 JSON = "application/json"
 MAX_HORIZONS = 24
 IMAGE_TTL_S = 3600
-
-
-def _invalid(param: str, detail: str) -> Problem:
-    return Problem(
-        422, "invalid-input", "The request is not valid", f"{param}: {detail}",
-        errors=[{"pointer": f"/{param}", "field": param, "detail": detail}],
-    )  # fmt: skip
 
 
 def _unknown(cohort_id: str) -> Problem:
@@ -39,9 +30,9 @@ def _horizons() -> list[float] | None:
     try:
         values = [float(x) for x in raw.split(",") if x.strip()]
     except ValueError as exc:
-        raise _invalid("horizons", "must be a comma-separated list of months, e.g. 3,6,12") from exc
+        raise invalid_parameter("horizons", "must be a comma-separated list of months, e.g. 3,6,12") from exc
     if not values or len(values) > MAX_HORIZONS or any(not 0 < v <= 600 for v in values):
-        raise _invalid("horizons", f"1 to {MAX_HORIZONS} months, each above 0 and at most 600")
+        raise invalid_parameter("horizons", f"1 to {MAX_HORIZONS} months, each above 0 and at most 600")
     return values
 
 
@@ -74,8 +65,7 @@ def _pending(cohort_id: str) -> Response:
 
 @bp.put("/v1/cohorts/<cohort_id>")
 def put_cohort(cohort_id: str) -> Response:
-    if not re.fullmatch(ID_PATTERN, cohort_id):
-        raise _invalid("cohort_id", "must be 1-64 characters: letters, digits and . _ : -")
+    checked_id("cohort_id", cohort_id)
     doc = CohortSchema().load(json_body())
     state, fresh = cohort_store.define_cohort(ctx().redis, cohort_id, doc, audit_entry(cohort_id=cohort_id))
     if fresh:
@@ -132,7 +122,7 @@ def compare() -> Response:
     a, b = request.args.get("a"), request.args.get("b")
     for name, value in (("a", a), ("b", b)):
         if not value:
-            raise _invalid(name, "is required: a cohort id")
+            raise invalid_parameter(name, "is required: a cohort id")
     try:
         data_a, curve_a, _ = _data(a)
         data_b, curve_b, _ = _data(b)

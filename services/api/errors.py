@@ -8,6 +8,7 @@ message without reading our code.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import orjson
@@ -16,6 +17,8 @@ from flask import Flask, Response, request
 from kombu.exceptions import OperationalError
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
+
+from shared.schemas import ID_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,21 @@ class Problem(Exception):
         super().__init__(detail)
         self.status, self.slug, self.title, self.detail, self.extra = status, slug, title, detail, extra
         self.headers = headers
+
+
+def invalid_parameter(param: str, detail: str) -> Problem:
+    """A 422 naming a path or query parameter (pointer ``/<param>``: there is no body to point into)."""
+    return Problem(
+        422, "invalid-input", "The request is not valid", f"{param}: {detail}",
+        errors=[{"pointer": f"/{param}", "field": param, "detail": detail}],
+    )  # fmt: skip
+
+
+def checked_id(param: str, value: str) -> str:
+    """A patient or cohort id from the path, held to the same alphabet as ids in bodies."""
+    if not re.fullmatch(ID_PATTERN, value):
+        raise invalid_parameter(param, "must be 1-64 characters: letters, digits and . _ : -")
+    return value
 
 
 def problem_response(

@@ -7,7 +7,7 @@ import re
 from flask import Blueprint, Response, jsonify, request
 
 from services.api.context import audit_entry, ctx, enqueue
-from services.api.errors import Problem
+from services.api.errors import Problem, invalid_parameter
 from services.api.observability import metrics_response
 from shared import ops, work
 from shared.metrics import TaskCollector
@@ -25,13 +25,6 @@ def queues() -> Response:
 STREAM_ID = re.compile(r"\d{1,19}-\d{1,19}")
 
 
-def _invalid(param: str, detail: str) -> Problem:
-    return Problem(
-        422, "invalid-input", "The request is not valid", f"{param}: {detail}",
-        errors=[{"pointer": f"/{param}", "field": param, "detail": detail}],
-    )  # fmt: skip
-
-
 @bp.get("/v1/ops/audit")
 def audit() -> Response:
     try:
@@ -39,10 +32,10 @@ def audit() -> Response:
     except ValueError:
         count = 0
     if not 1 <= count <= 1000:
-        raise _invalid("count", "must be an integer from 1 to 1000")
+        raise invalid_parameter("count", "must be an integer from 1 to 1000")
     before = request.args.get("before")
     if before is not None and not (STREAM_ID.fullmatch(before) and max(map(int, before.split("-"))) < 2**64):
-        raise _invalid("before", "must be an audit entry id such as 1732500000000-0")
+        raise invalid_parameter("before", "must be an audit entry id such as 1732500000000-0")
     return jsonify({"entries": ops.audit_entries(ctx().redis, count, before)})
 
 

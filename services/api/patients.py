@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import re
-
 import orjson
 from flask import Blueprint, Response, jsonify
 
 from services.api.context import audit_entry, ctx, dispatch, json_body
-from services.api.errors import Problem
+from services.api.errors import Problem, checked_id
 from shared import store
-from shared.schemas import ID_PATTERN, EventSchema, PatientSchema, ValidationError, duplicate_ids
+from shared.schemas import EventSchema, PatientSchema, ValidationError, duplicate_ids
 
 bp = Blueprint("patients", __name__)
 
 JSON = "application/json"
-
-
-def _checked_id(patient_id: str) -> str:
-    if not re.fullmatch(ID_PATTERN, patient_id):
-        raise Problem(
-            422, "invalid-input", "The request path is not valid",
-            "patient_id: must be 1-64 characters: letters, digits and . _ : -",
-            errors=[{"pointer": "/patient_id", "field": "patient_id", "detail": "invalid patient id"}],
-        )  # fmt: skip
-    return patient_id
 
 
 def _unknown(patient_id: str) -> Problem:
@@ -34,7 +22,7 @@ def _unknown(patient_id: str) -> Problem:
 @bp.put("/v1/patients/<patient_id>")
 def put_patient(patient_id: str) -> Response:
     c = ctx()
-    _checked_id(patient_id)
+    checked_id("patient_id", patient_id)
     doc = {"patient_id": patient_id, **PatientSchema().load(json_body())}
     state, outcome = store.register_patient(c.redis, patient_id, doc, audit_entry(patient_id=patient_id))
     response = jsonify({"patient": doc, "outcome": state, "tasks": dispatch(outcome)})
@@ -45,7 +33,7 @@ def put_patient(patient_id: str) -> Response:
 @bp.post("/v1/patients/<patient_id>/events")
 def post_events(patient_id: str) -> Response:
     c = ctx()
-    _checked_id(patient_id)
+    checked_id("patient_id", patient_id)
     body = json_body()
     single = isinstance(body, dict)
     try:
