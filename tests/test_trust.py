@@ -242,3 +242,30 @@ def test_readyz_fails_without_workers_or_redis(tmp_path, monkeypatch):
         assert down.status_code == 503 and down.mimetype == PROBLEM and down.headers["Retry-After"]
     finally:
         server.stop()
+
+
+def test_redis_outage_mid_task_is_retried_not_dead_lettered(client, r, redis_url, monkeypatch, pid):
+    """A task that loses Redis mid-way leaves its patient dirty for the sweeper; only a failure of
+    the data itself is parked as a dead letter (a parked patient would never converge)."""
+    import redis as redis_lib
+
+    from services.worker.instrument import instrumented
+
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    register(client, pid)
+    wait_status(client, pid, lambda d: d["data_version"] >= 1)
+
+    @instrumented("patient", "cml.test_task")
+    def loses_redis(item_id: str) -> str:
+        raise redis_lib.exceptions.ConnectionError("Connection closed by server.")
+
+    @instrumented("patient", "cml.test_task")
+    def bad_data(item_id: str) -> str:
+        raise ValueError("unknown control gene")
+
+    r.zadd(keys.DIRTY_PATIENTS, {pid: store.now_ms()})
+    assert loses_redis(pid) == "transient"
+    assert r.zscore(keys.DIRTY_PATIENTS, pid) is not None and not r.hexists(keys.DEAD["patient"], pid)
+    assert bad_data(pid) == "failed"
+    assert r.zscore(keys.DIRTY_PATIENTS, pid) is None and r.hexists(keys.DEAD["patient"], pid)
+    r.hdel(keys.DEAD["patient"], pid)

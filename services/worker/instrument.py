@@ -4,17 +4,30 @@ Logs carry the task name and error type, never a patient id or a result value.""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
 from collections.abc import Callable
 
+import redis
 from celery.exceptions import Retry
+from kombu.exceptions import OperationalError
 
 from services.worker.redis_client import redis_client
 from shared import metrics, work
 
 log = logging.getLogger(__name__)
+
+
+# Failures of the infrastructure, not of the item being computed.
+TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OperationalError)
+
+
+def _count(task_name: str, outcome: str, seconds: float) -> None:
+    # Metrics are best effort: Redis being down is reported by /readyz and the ops view.
+    with contextlib.suppress(redis.exceptions.RedisError):
+        metrics.record_task(redis_client(), task_name, outcome, seconds)
 
 
 def instrumented(kind: str, task_name: str) -> Callable:
@@ -28,13 +41,19 @@ def instrumented(kind: str, task_name: str) -> Callable:
             except Retry:
                 outcome = "retry"
                 raise
+            except TRANSIENT as exc:
+                # Redis or the broker went away mid-task: not the data's fault. The item stays dirty
+                # and the sweeper retries it once Redis is back; a dead letter would park it for good.
+                outcome = "transient"
+                log.warning("%s interrupted: %s", task_name, type(exc).__name__)
+                return outcome
             except Exception as exc:
                 outcome = "failed"
                 log.error("%s failed: %s", task_name, type(exc).__name__)
                 work.dead_letter(redis_client(), kind, item_id, task_name, f"{type(exc).__name__}: {exc}")
                 return outcome
             finally:
-                metrics.record_task(redis_client(), task_name, outcome, time.perf_counter() - start)
+                _count(task_name, outcome, time.perf_counter() - start)
             return outcome
 
         return run
