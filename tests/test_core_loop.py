@@ -80,6 +80,13 @@ def test_amendment_replaces_and_withdrawal_removes(client, pid):
     assert amended.get_json()["accepted"][0]["outcome"] == "replaced"
     doc = wait_status(client, pid, lambda d: d["response_level"] == "MR4")  # 0.005%
     assert doc["results_count"] == 2
+    # A correction replaces alike, and the status follows it: 2 copies = 0.002%, MR4.5.
+    corrected = post(
+        client, result(pid, "R-b", collected_at="2024-02-05", bcr_abl1_copies=2, status="corrected")
+    )
+    assert corrected.get_json()["accepted"][0]["outcome"] == "replaced"
+    doc = wait_status(client, pid, lambda d: d["response_level"] == "MR4.5")
+    assert doc["results_count"] == 2 and doc["is_percent"] == 0.002
     withdrawn = post(client, {"result_id": "R-b", "patient_id": pid, "collected_at": "2024-02-05",
                               "status": "entered-in-error"})  # fmt: skip
     assert withdrawn.get_json()["accepted"][0]["outcome"] == "withdrawn"

@@ -58,7 +58,8 @@ def actim_eligibility(
     results: Sequence[ScoredResult],
     assessed_on: date | None,
 ) -> dict[str, Any]:
-    latest = results[-1] if results else None
+    evaluable = [r for r in results if r.classification.evaluable]
+    latest = evaluable[-1] if evaluable else None
     criteria = {
         "imatinib_2_years_stable_dose": _actim_imatinib(registration, course, events, assessed_on),
         "in_mmr": _actim_in_mmr(latest),
@@ -100,7 +101,7 @@ def _actim_imatinib(
 
 def _actim_in_mmr(latest: ScoredResult | None) -> dict[str, Any]:
     if latest is None:
-        return criterion(None, "no result")
+        return criterion(None, "no evaluable result")
     value = latest.classification.upper_is_percent_exact
     met = value <= MMR_THRESHOLD
     return criterion(
@@ -111,7 +112,7 @@ def _actim_in_mmr(latest: ScoredResult | None) -> dict[str, Any]:
 
 def _actim_not_mr4_5(latest: ScoredResult | None) -> dict[str, Any]:
     if latest is None:
-        return criterion(None, "no result")
+        return criterion(None, "no evaluable result")
     c = latest.classification
     if c.detectable:
         # ACTIM: "not in MR4.5" is IS% > 0.0032%, compared exactly on the measured value (even when an
@@ -139,13 +140,13 @@ def tfr_eligibility(
         "first_line_tki": criterion(*first_line_status(registration, events)),
         "typical_transcript": _typical_transcript(results),
         "tki_duration": _tki_duration(course.current_tki, tki_days),
-        "dmr_over_2_years": _dmr_minimal(results, assessed_on),
+        "dmr_over_2_years": _dmr_minimal(results),
         "no_prior_failure": _no_prior_failure(registration, events, results, milestones),
     }
     minimal_eligible = combine([c["met"] for c in minimal.values()])
     optimal = {
         "tki_over_5_years": _over(tki_days, TFR_TKI_DAYS, "TKI therapy"),
-        "dmr_duration": _dmr_optimal(results, assessed_on),
+        "dmr_duration": _dmr_optimal(results),
     }
     return {
         "mandatory": criterion(None, "not assessed: not derivable from assays"),
@@ -212,39 +213,42 @@ def _typical_transcript(results: Sequence[ScoredResult]) -> dict[str, Any]:
     return criterion(True, f"typical transcript: {', '.join(stated)}")
 
 
-def current_run_start(results: Sequence[ScoredResult], level: str) -> ScoredResult | None:
-    """First result of the unbroken run of results at `level` or deeper that ends with the latest result."""
-    start = None
-    for result in reversed(results):
+def current_run(results: Sequence[ScoredResult], level: str) -> list[ScoredResult]:
+    """The unbroken run of evaluable results at `level` or deeper that ends with the latest evaluable result
+    (an inadequate undetectable sample neither breaks nor extends a run: response.evaluable)."""
+    run: list[ScoredResult] = []
+    for result in reversed([r for r in results if r.classification.evaluable]):
         if not at_least(result.classification.level, level):
             break
-        start = result
-    return start
+        run.insert(0, result)
+    return run
 
 
-def _run_days(results: Sequence[ScoredResult], level: str, assessed_on: date | None) -> int | None:
-    start = current_run_start(results, level)
-    if start is None or assessed_on is None:
+def _run_days(results: Sequence[ScoredResult], level: str) -> int | None:
+    # ELN 2020 asks for a deep response *lasting* > 2 (3) years: from the run's first result to its last,
+    # the latest that shows it; an event recorded later does not lengthen it.
+    run = current_run(results, level)
+    if not run:
         return None
-    return days_between(start.collected_on, assessed_on)
+    return days_between(run[0].collected_on, run[-1].collected_on)
 
 
-def _dmr_minimal(results: Sequence[ScoredResult], assessed_on: date | None) -> dict[str, Any]:
+def _dmr_minimal(results: Sequence[ScoredResult]) -> dict[str, Any]:
     if not results:
         return criterion(None, "no result")
-    days = _run_days(results, "MR4", assessed_on)
+    days = _run_days(results, "MR4")
     if days is None:
-        return criterion(False, "latest result is not MR4 or deeper")
+        return criterion(False, "latest evaluable result is not MR4 or deeper")
     met = days > TFR_DMR_DAYS_MINIMAL
     verdict = "more than" if met else "not more than"
     return criterion(met, f"MR4 or deeper for {days} days, {verdict} {_years(TFR_DMR_DAYS_MINIMAL)}")
 
 
-def _dmr_optimal(results: Sequence[ScoredResult], assessed_on: date | None) -> dict[str, Any]:
+def _dmr_optimal(results: Sequence[ScoredResult]) -> dict[str, Any]:
     if not results:
         return criterion(None, "no result")
-    mr4_days = _run_days(results, "MR4", assessed_on)
-    mr45_days = _run_days(results, "MR4.5", assessed_on)
+    mr4_days = _run_days(results, "MR4")
+    mr45_days = _run_days(results, "MR4.5")
     if mr45_days is not None and mr45_days > TFR_DMR_DAYS_MR4_5:
         return criterion(True, f"MR4.5 or deeper for {mr45_days} days, more than 2 years")
     if mr4_days is not None and mr4_days > TFR_DMR_DAYS_MR4:

@@ -14,12 +14,17 @@ Window rule (the guideline does not say which assay counts; this service applies
 - 3, 6 and 12 months: the result closest to the milestone date within +-1 month (30.4375 days, compared
   exactly on whole days); on a tie the later result counts (it is the more recent information).
 - "Any time after" 12 months: the latest result collected more than 12 months (365.25 days) after TKI start.
-- The compared value is the result's `upper_is_percent`: the IS% if detectable, else its sensitivity, so an
-  undetectable result of poor sensitivity cannot claim a better milestone than it demonstrates.
-- 3-month failure needs a further result > 10% taken 1-3 months (30.4375-91.3125 days) after the 3-month one.
+- Only a result that decides the milestone counts. A detectable result does, by its IS%. An undetectable
+  result shows only IS% <= its sensitivity: it decides the milestone when that proves "optimal"; otherwise
+  it cannot tell optimal from warning or failure (true IS% anywhere below its sensitivity), and it never
+  shows a warning or a failure, which need a measured IS% above a bound. Such a result is passed over for
+  a deciding one in the same window; with none, the milestone is "not_assessable" (repeat the sample).
+- 3-month failure needs a further detectable result > 10% taken 1-3 months (30.4375-91.3125 days) after
+  the 3-month one; "any time after" failures are detectable results > 1%.
 - "not_yet_due": no result yet and the window is still open on the assessment date; "no_result_in_window":
-  the window has closed without a result. A window still open but holding a result is assessed with it, and
-  `window_closed` False says a closer result may still arrive.
+  the window has closed without a result; "not_assessable": results in the window, none deciding it. A
+  window still open but holding a result is assessed with it, and `window_closed` False says a closer
+  result may still arrive.
 
 Resistance mutations and high-risk additional chromosome abnormalities (also failure in ELN 2020) are not
 derivable from BCR-ABL1 quantification and are not assessed here.
@@ -76,8 +81,20 @@ def failures_after_12m(tki_started_on: date, results: Sequence[ScoredResult]) ->
         r
         for r in results
         if days_between(tki_started_on, r.collected_on) > AFTER_12M_DAYS
-        and r.classification.upper_is_percent_exact > FAILURE_AFTER_12M
+        and _measured_above(r, FAILURE_AFTER_12M)
     ]
+
+
+def _measured_above(result: ScoredResult, bound: Fraction) -> bool:
+    # A warning or failure needs a measured IS% above the bound: an undetectable result never shows one.
+    exact = result.classification.is_percent_exact
+    return exact is not None and exact > bound
+
+
+def decides(result: ScoredResult, optimal_bound: Fraction) -> bool:
+    """Whether a result decides a milestone whose optimal bound is `optimal_bound` (module docstring)."""
+    c = result.classification
+    return c.detectable or c.upper_is_percent_exact <= optimal_bound
 
 
 def _due_on(tki_started_on: date, target_days: Fraction) -> date:
@@ -86,16 +103,19 @@ def _due_on(tki_started_on: date, target_days: Fraction) -> date:
     return tki_started_on + timedelta(days=math.floor(target_days + Fraction(1, 2)))
 
 
-def _closest_in_window(
+def _in_window(
     tki_started_on: date, results: Sequence[ScoredResult], target_days: Fraction
-) -> ScoredResult | None:
-    best: ScoredResult | None = None
-    best_distance: Fraction | None = None
-    for result in results:  # sorted by time, so "<=" makes the later of two equally close results win
-        distance = abs(days_between(tki_started_on, result.collected_on) - target_days)
-        if distance <= WINDOW_DAYS and (best_distance is None or distance <= best_distance):
-            best, best_distance = result, distance
-    return best
+) -> list[ScoredResult]:
+    return [
+        r for r in results if abs(days_between(tki_started_on, r.collected_on) - target_days) <= WINDOW_DAYS
+    ]
+
+
+def _closest(tki_started_on: date, results: Sequence[ScoredResult], target_days: Fraction) -> ScoredResult:
+    # Sorted by time, so the last of the equally close results (the more recent information) wins.
+    distance = [abs(days_between(tki_started_on, r.collected_on) - target_days) for r in results]
+    nearest = min(distance)
+    return [r for r, d in zip(results, distance, strict=True) if d == nearest][-1]
 
 
 def _fixed_milestone(
@@ -111,9 +131,11 @@ def _fixed_milestone(
         "window_to": (tki_started_on + timedelta(days=math.floor(target + WINDOW_DAYS))).isoformat(),
         "window_closed": window_closed,
     }
-    chosen = _closest_in_window(tki_started_on, results, target)
-    if chosen is None:
-        return {**base, **_no_result(window_closed, f"{months} months")}
+    in_window = _in_window(tki_started_on, results, target)
+    deciding = [r for r in in_window if decides(r, optimal_bound)]
+    if not deciding:
+        return {**base, **_no_result(window_closed, f"{months} months", in_window)}
+    chosen = _closest(tki_started_on, deciding, target)
     value = chosen.classification.upper_is_percent_exact
     if value <= optimal_bound:
         assessment, reason = "optimal", f"<= {_pct(optimal_bound)}% at {months} months"
@@ -136,10 +158,7 @@ def _three_month_above(
     bound = MILESTONE_BOUNDS["3m"][1]
     for other in results:
         gap = days_between(chosen.collected_on, other.collected_on)
-        if (
-            CONFIRM_MIN_DAYS <= gap <= CONFIRM_MAX_DAYS
-            and other.classification.upper_is_percent_exact > bound
-        ):
+        if CONFIRM_MIN_DAYS <= gap <= CONFIRM_MAX_DAYS and _measured_above(other, bound):
             return "failure", (
                 f"> 10% at 3 months, confirmed by result {other.result_id} ({other.collected_on.isoformat()})"
                 " > 10% taken 1-3 months later"
@@ -155,13 +174,14 @@ def _after_12m(tki_started_on: date, results: Sequence[ScoredResult], assessed_o
         "window_to": None,
         "window_closed": False,  # "any time after" never closes
     }
-    later = [r for r in results if days_between(tki_started_on, r.collected_on) > AFTER_12M_DAYS]
-    if not later:
-        passed = days_between(tki_started_on, assessed_on) > AFTER_12M_DAYS
-        return {**base, **_no_result(passed, "after 12 months")}
-    latest = later[-1]
-    value = latest.classification.upper_is_percent_exact
     optimal_bound, warning_bound = AFTER_12M_BOUNDS
+    later = [r for r in results if days_between(tki_started_on, r.collected_on) > AFTER_12M_DAYS]
+    deciding = [r for r in later if decides(r, optimal_bound)]
+    if not deciding:
+        passed = days_between(tki_started_on, assessed_on) > AFTER_12M_DAYS
+        return {**base, **_no_result(passed, "after 12 months", later)}
+    latest = deciding[-1]
+    value = latest.classification.upper_is_percent_exact
     if value <= optimal_bound:
         assessment, reason = "optimal", "<= 0.1% (in MMR) after 12 months"
     elif value <= warning_bound:
@@ -171,8 +191,14 @@ def _after_12m(tki_started_on: date, results: Sequence[ScoredResult], assessed_o
     return {**base, **_with_result(latest, assessment, reason)}
 
 
-def _no_result(window_passed: bool, when: str) -> dict[str, Any]:
-    if window_passed:
+def _no_result(window_passed: bool, when: str, undecided: Sequence[ScoredResult]) -> dict[str, Any]:
+    if undecided:
+        ids = ", ".join(r.result_id for r in undecided)
+        assessment, reason = (
+            "not_assessable",
+            f"results for {when} ({ids}) are undetectable at a sensitivity too poor to decide it: repeat",
+        )
+    elif window_passed:
         assessment, reason = "no_result_in_window", f"no result in the window for {when}"
     else:
         assessment, reason = "not_yet_due", f"window for {when} still open and no result yet"

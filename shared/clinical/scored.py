@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -59,3 +59,9 @@ def score_results(raw_results: Iterable[Mapping[str, Any]]) -> tuple[list[Scored
         included.append(score_result(raw))
     included.sort(key=ScoredResult.sort_key)
     return included, withdrawn
+
+
+def latest_evaluable(scored: Sequence[ScoredResult]) -> ScoredResult | None:
+    """The latest result that shows the current response (an undetectable result in an inadequate sample
+    does not: response.evaluable, Cross 2015)."""
+    return next((r for r in reversed(scored) if r.classification.evaluable), None)

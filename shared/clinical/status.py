@@ -18,7 +18,7 @@ from typing import Any
 from shared.clinical.eligibility import actim_eligibility, tfr_eligibility
 from shared.clinical.milestones import assess_milestones, current_assessment
 from shared.clinical.response import LEVELS, MMR_THRESHOLD, at_least, level_rank
-from shared.clinical.scored import ScoredResult, score_results
+from shared.clinical.scored import ScoredResult, latest_evaluable, score_results
 from shared.clinical.therapy import Event, parse_events, tki_course
 from shared.clinical.timeline import iso, months_between, parse_date
 
@@ -47,13 +47,15 @@ def patient_status(
     milestones, milestones_reason = _milestones(tki_started_on, scored, assessed_on)
     current = current_assessment(milestones)
     latest = scored[-1] if scored else None
+    evaluated = latest_evaluable(scored)
     return {
         "patient_id": registration["patient_id"],
         "assessed_on": iso(assessed_on),
         "results_count": len(scored),
         "results_withdrawn": withdrawn,
-        "response_level": None if latest is None else latest.classification.level,
-        "is_percent": None if latest is None else latest.classification.is_percent,
+        "response_level": None if evaluated is None else evaluated.classification.level,
+        "is_percent": None if evaluated is None else evaluated.classification.is_percent,
+        "response_level_on": None if evaluated is None else evaluated.collected_on.isoformat(),
         "latest_result": None if latest is None else _result_view(latest),
         **_best(scored),
         "first_reached": {level: _first_reached(scored, level) for level in FIRST_REACHED_LEVELS},
@@ -133,7 +135,9 @@ def loss_of_mmr(scored: Sequence[ScoredResult]) -> dict[str, Any]:
     Confirmed loss: two consecutive results > 0.1%, one of them >= 1% (ELN 2013, Baccarani Blood 2013).
     """
     first_mmr = next((i for i, r in enumerate(scored) if at_least(r.classification.level, "MMR")), None)
-    after = [] if first_mmr is None else list(scored[first_mmr + 1 :])
+    # "Consecutive" and "current" over the results that show the response: an inadequate sample between
+    # two losses neither breaks nor confirms them.
+    after = [] if first_mmr is None else [r for r in scored[first_mmr + 1 :] if r.classification.evaluable]
     losses = [r for r in after if _is_loss(r)]
     confirmed_on = None
     for earlier, later in zip(after, after[1:], strict=False):

@@ -209,9 +209,29 @@ def test_tfr_dmr_latest_not_deep() -> None:
     assert _tfr(results)["minimal"]["criteria"]["dmr_over_2_years"]["met"] is False
 
 
-def test_tfr_insufficient_undetectable_breaks_dmr() -> None:
-    results = [*_dmr_history(N - 2000, end=N - 10), undetectable("last", N, control_copies=5_000)]
-    assert _tfr(results)["minimal"]["criteria"]["dmr_over_2_years"]["met"] is False
+@pytest.mark.parametrize(("run_days", "met"), [(740, False), (741, True)])
+def test_tfr_inadequate_undetectable_neither_breaks_nor_extends_dmr(run_days: int, met: bool) -> None:
+    # An undetectable sample below 10,000 ABL1 shows nothing of the response (Cross 2015): the run of MR4
+    # goes on past it, but lasts only to its last deep result (day N - 10), not to the small sample.
+    results = [*_dmr_history(N - run_days, end=N - 10), undetectable("last", N, control_copies=5_000)]
+    c = _tfr(results)["minimal"]["criteria"]["dmr_over_2_years"]
+    assert c["met"] is met and f"for {run_days - 10} days" in c["detail"]
+    mid = [*_dmr_history(N - 2000), undetectable("small", N - 500, control_copies=5_000)]
+    assert _tfr(sorted(mid, key=lambda r: r["collected_at"]))["minimal"]["criteria"]["dmr_over_2_years"][
+        "met"
+    ]
+
+
+@pytest.mark.parametrize(("run_days", "met"), [(730, False), (731, True)])
+def test_tfr_dmr_lasts_to_its_last_result_not_a_later_event(run_days: int, met: bool) -> None:
+    # ELN 2020: MR4 *lasting* > 2 years. One MR4 result and an event 800 days later is not 800 days of MR4.
+    results = [result("pre", 10, is_percent=0.05), result("deep", 1000, is_percent=0.005)]
+    late_event = [event("e1", "add_on_started", 1800, note="pioglitazone")]
+    assert _tfr(results, late_event)["minimal"]["criteria"]["dmr_over_2_years"]["met"] is False
+    results.append(result("deep2", 1000 + run_days, is_percent=0.005))
+    assert _tfr(results, late_event)["minimal"]["criteria"]["dmr_over_2_years"]["met"] is met
+    t = _tfr(results, [event("e1", "add_on_started", 1000 + run_days + 400, note="x")])
+    assert t["optimal"]["criteria"]["dmr_duration"]["met"] is False  # 2.0 years of MR4 < 3 years
 
 
 @pytest.mark.parametrize(

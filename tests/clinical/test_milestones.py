@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from shared.clinical.milestones import assess_milestones, current_assessment
+from shared.clinical.milestones import assess_milestones, current_assessment, failures_after_12m
 from shared.clinical.scored import score_results
 from tests.clinical.helpers import START, day, result, undetectable
 
@@ -144,11 +144,50 @@ def test_tie_on_same_timestamp_broken_by_result_id() -> None:
     assert _assess(results, 2000)["6m"]["result_id"] == "b"
 
 
-def test_undetectable_compared_by_its_sensitivity() -> None:
-    # Undetectable in 500 ABL1 copies only shows IS <= 0.2%: a 12-month warning, not optimal.
-    m = _assess([undetectable("u", DAY_12M, control_copies=500)], 2000)["12m"]
-    assert m["assessment"] == "warning"
-    assert m["is_percent"] == pytest.approx(100 / 500)
+@pytest.mark.parametrize(
+    ("copies", "expected"),
+    [(1_000, "optimal"), (999, "not_assessable"), (500, "not_assessable"), (50, "not_assessable")],
+)
+def test_undetectable_decides_only_what_its_sensitivity_proves(copies: int, expected: str) -> None:
+    # Undetectable in 1,000 ABL1 shows IS <= 0.1%: 12-month optimal. In 500 it shows only IS <= 0.2%, which
+    # cannot tell optimal from warning, and in 50 (IS <= 2%) never a failure: no measured IS% is above 1%.
+    m = _assess([undetectable("u", DAY_12M, control_copies=copies)], 2000)["12m"]
+    assert m["assessment"] == expected
+    if expected == "optimal":
+        assert m["result_id"] == "u" and m["is_percent"] == pytest.approx(0.1)
+    else:
+        assert m["result_id"] is None and "u" in m["reason"] and "repeat" in m["reason"]
+
+
+def test_undeciding_undetectable_passed_over_for_a_result_in_the_window() -> None:
+    farther = result("measured", DAY_12M - 25, is_percent=0.5)
+    closer = undetectable("small", DAY_12M, control_copies=50)
+    m = _assess([farther, closer], 2000)["12m"]
+    assert m["result_id"] == "measured" and m["assessment"] == "warning"
+
+
+def test_undetectable_small_sample_is_never_a_failure() -> None:
+    # ELN 2020 failure needs IS > 10% (6 months) or > 1% (any time after): a measured value, not a bound.
+    ms = _assess(
+        [undetectable("m6", DAY_6M, control_copies=5), undetectable("m20", 600, control_copies=50)], 2000
+    )
+    assert ms["6m"]["assessment"] == "not_assessable"
+    assert ms["after_12m"]["assessment"] == "not_assessable"
+    scored, _ = score_results([undetectable("m20", 600, control_copies=50)])
+    assert failures_after_12m(START, scored) == []
+    measured, _ = score_results([result("m20", 600, is_percent=1.01)])
+    assert [r.result_id for r in failures_after_12m(START, measured)] == ["m20"]
+
+
+def test_after_12m_passes_over_an_undeciding_latest_result() -> None:
+    results = [result("m18", 548, is_percent=0.05), undetectable("m20", 600, control_copies=50)]
+    m = _assess(results, 2000)["after_12m"]
+    assert m["result_id"] == "m18" and m["assessment"] == "optimal"
+
+
+def test_small_undetectable_sample_cannot_confirm_a_three_month_failure() -> None:
+    results = [result("m3", DAY_3M, is_percent=20.0), undetectable("m5", DAY_3M + 45, control_copies=5)]
+    assert _assess(results, 2000)["3m"]["assessment"] == "warning"
 
 
 # ---- not yet due / no result / after 12 months ----

@@ -278,6 +278,25 @@ def test_adequacy_edge(gene: str) -> None:
     assert "MR4" in below.reason and f"{minimum:,}" in below.reason
 
 
+@pytest.mark.parametrize("gene", ["ABL1", "GUSB"])
+@pytest.mark.parametrize("offset", [-1, 0, 1])
+def test_evaluable_edge(gene: str, offset: int) -> None:
+    # An undetectable result counts as the current response only from the adequacy figure up (Cross 2015);
+    # a detectable one always does, however small the sample.
+    copies = ADEQUATE[gene] + offset
+    undetected = classify_result(control_gene=gene, control_copies=copies, bcr_abl1_copies=0)
+    detected = classify_result(control_gene=gene, control_copies=copies, bcr_abl1_copies=3)
+    assert undetected.evaluable is (offset >= 0) and undetected.to_dict()["evaluable"] is (offset >= 0)
+    assert detected.evaluable is True
+    if offset < 0:
+        assert "not counted as the patient's current response" in undetected.reason
+
+
+def test_bcr_undetectable_is_evaluable_at_what_it_shows() -> None:
+    c = classify_result(control_gene="BCR", control_copies=100_000, bcr_abl1_copies=0)
+    assert c.evaluable is True and c.level == "MMR"
+
+
 def test_inadequate_detectable_is_scored_by_is_when_not_deep() -> None:
     c = classify_result(control_gene="ABL1", control_copies=5_000, is_percent=0.5)
     assert c.level == "MR2" and c.adequate is False

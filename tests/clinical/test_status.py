@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from shared.clinical.response import at_least
 from shared.clinical.status import patient_status
 from tests.clinical.helpers import PATIENT, day, event, registration, result, undetectable
 
@@ -238,5 +237,35 @@ def test_undetectable_with_poor_sensitivity_is_not_a_loss() -> None:
 
 def test_undetectable_insufficient_never_reaches_mr4() -> None:
     s = _status([undetectable("a", 400, control_copies=9_999)])
-    assert not at_least(s["response_level"], "MR4")
+    # Inadequate (Cross 2015): shown as the latest result, scored MMR at best, not the current level.
+    assert s["latest_result"]["level"] == "MMR" and s["latest_result"]["evaluable"] is False
+    assert s["response_level"] is None and s["response_level_on"] is None
     assert s["first_reached"]["MR4"] is None and s["first_reached"]["MMR"] == day(400)
+
+
+@pytest.mark.parametrize(("copies", "evaluable"), [(9_999, False), (10_000, True)])
+def test_current_level_is_the_latest_evaluable_result(copies: int, evaluable: bool) -> None:
+    # A patient in MR4 whose latest sample is undetectable in too few ABL1 copies is still in MR4 as far as
+    # anything shows: the small sample is reported (latest_result), not taken as a fall to MMR.
+    results = [result("a", 400, is_percent=0.005), undetectable("b", 500, control_copies=copies)]
+    s = _status(results)
+    assert s["latest_result"]["result_id"] == "b" and s["latest_result"]["evaluable"] is evaluable
+    assert s["response_level"] == "MR4"  # from b (the MR4 band) or, b being inadequate, from a
+    assert s["response_level_on"] == (day(500) if evaluable else day(400))
+    assert s["is_percent"] == (None if evaluable else 0.005)
+
+
+def test_small_sample_after_a_loss_leaves_the_loss_current() -> None:
+    results = [
+        result("a", 100, is_percent=0.05),
+        result("b", 200, is_percent=0.5),
+        undetectable("c", 300, control_copies=50),
+        result("d", 400, is_percent=2.0),
+    ]
+    loss = _status(results[:3])["loss_of_mmr"]
+    assert loss["lost"] is True and loss["current"] is True and loss["confirmed"] is False
+    s = _status(results)
+    assert s["response_level"] == "MR1"
+    # Consecutive over the results that show the response: b (0.5%) then d (2%) confirm the loss.
+    assert s["loss_of_mmr"]["confirmed"] is True and s["loss_of_mmr"]["confirmed_on"] == day(400)
+    assert _status([*results[:3], undetectable("e", 400)])["loss_of_mmr"]["current"] is False
