@@ -47,6 +47,7 @@ def records(n: int, seed: int = 3) -> dict[str, dict]:
             "enrolled_on": enrolled.isoformat(),
             "level": "MR4.5" if reach["MR4.5"] else "MMR",
             "reached": reach,
+            "first_assay": (enrolled + timedelta(days=min(91, last))).isoformat(),
             "last_assay": (enrolled + timedelta(days=last)).isoformat(),
             "events": events,
         }

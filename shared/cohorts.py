@@ -10,8 +10,8 @@ Definitions (README.md, "Cohort statistics"):
 - Otherwise the patient is censored at the last assay on or after enrolment, or at a censoring event
   (default lost_to_follow_up), or at the data cut-off, whichever is first. A censoring event before
   the endpoint or a competing event ends follow-up there.
-- A patient with no enrolment date or no result since enrolment is not evaluable: counted and
-  listed, never silently dropped.
+- A patient with no enrolment date or no result since enrolment (as of the cut-off, if any) is not
+  evaluable: counted and listed, never silently dropped.
 
 Each patient's data is reduced by the patient's recompute task to a small follow-up record (the
 dates that matter), stored in every cohort the patient belongs to, so that a cohort refresh reads one
@@ -29,7 +29,7 @@ import numpy as np
 
 from shared import stats
 from shared.clinical.response import LEVELS, at_least
-from shared.clinical.scored import score_results
+from shared.clinical.scored import latest_evaluable, score_results
 from shared.clinical.timeline import DAYS_PER_MONTH
 
 ENDPOINT_LEVELS = ("MMR", "MR4", "MR4.5", "MR5")
@@ -61,10 +61,12 @@ def follow_up_record(registration: Mapping, results: Iterable[Mapping], events: 
     for level in ENDPOINT_LEVELS:
         first = next((s for s in since if at_least(s.classification.level, level)), None)
         reached[level] = first.collected_on.isoformat() if first else None
+    current = latest_evaluable(scored)
     return {
         "enrolled_on": enrolled,
-        "level": scored[-1].classification.level if scored else None,
+        "level": current.classification.level if current else None,
         "reached": reached,
+        "first_assay": since[0].collected_on.isoformat() if since else None,
         "last_assay": since[-1].collected_on.isoformat() if since else None,
         "events": sorted(
             [e["type"], e["date"]] for e in events if enrolled is not None and e["date"] >= enrolled
@@ -95,6 +97,11 @@ def outcome(record: Mapping, defn: Mapping) -> tuple[float, int] | None:
     if enrolled is None or last is None:
         return None
     cutoff = defn.get("data_cutoff")
+    # Records made before first_assay was kept lack it: last_assay decides alike whenever it is before
+    # the cut-off, and the rules change that added it recomputes every record at the next worker start.
+    first = record.get("first_assay", last)
+    if cutoff is not None and (enrolled > cutoff or first > cutoff):
+        return None  # no result since enrolment as of the cut-off: not evaluable, like no result at all
     competing, censoring = _first_events(record["events"], defn, cutoff) if record["events"] else (None, None)
     reached = record["reached"].get(defn["endpoint"])
     if reached is not None and cutoff is not None and reached > cutoff:
@@ -109,7 +116,7 @@ def outcome(record: Mapping, defn: Mapping) -> tuple[float, int] | None:
     if competing is not None and (censoring is None or competing <= censoring):
         return _days(enrolled, competing), COMPETING
     end = min(d for d in (last, censoring, cutoff) if d is not None)
-    return max(0.0, _days(enrolled, end)), CENSORED
+    return _days(enrolled, end), CENSORED
 
 
 # --- per cohort -----------------------------------------------------------------------------------

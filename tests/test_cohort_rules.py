@@ -87,6 +87,21 @@ def test_data_cutoff():
     assert out(results, [ev("death", "2024-04-01")], data_cutoff="2024-03-01") == (60.0, CENSORED)
 
 
+def test_data_cutoff_before_any_follow_up_is_not_evaluable():
+    results = [res("a", "2024-02-01", 50), res("b", "2024-06-01", 1)]
+    # The first result since enrolment comes after the cut-off: nothing observed by then.
+    assert out(results, data_cutoff="2024-01-31") is None
+    assert out(results, data_cutoff="2024-02-01") == (31.0, CENSORED)
+    # Enrolled after the cut-off: not followed at all by then (not a censoring at day 0).
+    assert out(results, data_cutoff="2023-12-31") is None
+    records = {"late": follow_up_record({**REG, "enrolled_on": "2024-05-01"}, results, [])}
+    data = cohort_data(records, {**DEFAULT_DEFINITION, "data_cutoff": "2024-04-30"})
+    assert data.not_evaluable == ["late"] and data.time_days.size == 0
+    # A record kept before first_assay existed is judged by its last assay.
+    legacy = {k: v for k, v in follow_up_record(REG, results, []).items() if k != "first_assay"}
+    assert outcome(legacy, {**DEFAULT_DEFINITION, "data_cutoff": "2024-06-01"}) == (152.0, ENDPOINT)
+
+
 def test_not_evaluable_without_results_since_enrolment_or_enrolment():
     assert out([res("pre", "2023-12-01", 50)]) is None
     assert out([res("a", "2024-02-01", 50)], reg={**REG, "enrolled_on": None}) is None

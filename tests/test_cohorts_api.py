@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import uuid
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from shared import cohorts, stats
+from shared import cohorts, plots, stats
 from tests.cohort_loader import load_cohort, read_csv, wait_cohort
 from tests.procs import ROOT
 
@@ -33,6 +36,7 @@ def assert_matches_r(doc: dict, ref: dict) -> None:
     assert km["n_at_risk"] == ref["one_minus_km"]["n_at_risk"]
     for name, tol in (("estimate", 1e-9), ("variance", 1e-9), ("lower", 1e-6), ("upper", 1e-6)):
         assert_close(aj[name], ref["aalen_johansen"][name], tol, f"AJ {name}")
+    assert aj["n_at_risk"] == ref["one_minus_km"]["n_at_risk"]  # the same risk set for both estimators
 
 
 @pytest.fixture(scope="module")
@@ -53,16 +57,35 @@ def loaded(app, worker, redis_url):
     return client, r, names
 
 
+def library_figures(rows: list[dict]) -> tuple[dict, dict]:
+    """1 - KM at the default horizons and the median, by the library on the CSV's own times."""
+    t = np.array([row["time_days"] for row in rows], dtype=float)
+    event = np.array([row["status"] == 1 for row in rows])
+    horizons = np.array(cohorts.DEFAULT_HORIZONS_MONTHS) * cohorts.DAYS_PER_MONTH
+    return stats.one_minus_km(t, event, horizons).as_dict(), stats.median_time(t, event).as_dict()
+
+
 @pytest.mark.parametrize("name", ["small", "random500", "two_groups"])
 def test_reference_cohorts_match_r_through_the_api(loaded, name):
     client, r, names = loaded
     ref = json.loads((REF / f"{name}.json").read_text())
+    rows = read_csv(REF / f"{name}.csv")
     for group, expected in ref.items():
         if group == "tests":
             continue
         cohort_id = f"{names[name]}-{'all' if group == '__all__' else group}"
         doc = wait_cohort(client, r, cohort_id)
         assert_matches_r(doc, expected)
+        # What R's file does not hold: the Greenwood variance, the median, the current levels.
+        members = [row for row in rows if group in ("__all__", row["group"])]
+        km, median = library_figures(members)
+        assert_close(doc["one_minus_km"]["variance"], km["variance"], 1e-12, "1-KM variance")
+        assert doc["median_time_to_endpoint"]["median_days"] == median["median"]
+        for bound in ("lower", "upper"):
+            assert doc["median_time_to_endpoint"][f"{bound}_days"] == median[bound]
+        reached = sum(row["status"] == 1 for row in members)
+        assert doc["counts_by_level"]["MR4.5"] == reached
+        assert doc["counts_by_level"]["MMR"] == len(members) - reached
 
 
 def test_gray_and_logrank_match_r_through_compare(loaded):
@@ -106,8 +129,23 @@ def test_curve_json_png_svg(loaded):
     assert curve["one_minus_km"]["estimate"][-1] >= curve["aalen_johansen"]["estimate"][-1]
     png = client.get(f"/v1/cohorts/{cohort_id}/curve", headers={"Accept": "image/png"})
     assert png.mimetype == "image/png" and png.data[:8] == b"\x89PNG\r\n\x1a\n"
+    pixels = (plt.imread(io.BytesIO(png.data))[..., :3] * 255).round().astype(int).reshape(-1, 3)
+    for _, colour in plots.STYLES.values():  # both estimators drawn
+        rgb = [int(colour[i : i + 2], 16) for i in (1, 3, 5)]
+        assert (np.abs(pixels - rgb).sum(axis=1) <= 6).sum() > 100, colour
     svg = client.get(f"/v1/cohorts/{cohort_id}/curve", headers={"Accept": "image/svg+xml"})
     assert svg.mimetype == "image/svg+xml" and b"<svg" in svg.data[:2000]
+    text = svg.get_data(as_text=True)
+    labels = re.findall(r"<text[^>]*>([^<]*)</text>", text)
+    for label, colour in plots.STYLES.values():
+        assert label in labels and colour in text
+    assert text.count(f"fill-opacity: {plots.CI_ALPHA}") == 2  # a CI band for each estimator
+    # Numbers at risk under the axis, at each x tick (months), from the reference times.
+    times = np.array([row["time_days"] for row in read_csv(REF / "small.csv")], dtype=float)
+    ticks = [float(t) for t in labels[: labels.index("Months from enrolment")]]
+    at_risk = labels[labels.index("At risk") - len(ticks) : labels.index("At risk")]
+    assert at_risk == [str(int((times >= t * cohorts.DAYS_PER_MONTH).sum())) for t in ticks]
+    assert at_risk[0] == "10"
 
 
 def test_cohort_list_and_unknown(loaded):
