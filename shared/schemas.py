@@ -104,15 +104,26 @@ def _text(max_len: int = 100) -> fields.String:
     return fields.String(load_default=None, allow_none=True, validate=validate.Length(1, max_len))
 
 
+# Plausible ranges, wide enough for any real assay, narrow enough that every accepted result can be
+# scored: a qPCR reaction holds at most ~10^7 copies of anything, control copies below one are not a
+# measurement, IS% above a few hundred is unseen (10,000 is the sky), and laboratories' IS conversion
+# factors lie between about 0.1 and 10.
+MAX_COPIES = 1e9
+MIN_CONTROL_COPIES = 1
+MAX_IS_PERCENT = 1e4
+CONVERSION_FACTOR_RANGE = (1e-3, 1e3)
+MAX_DOSE_MG = 10_000
+
+
 class AssayResultSchema(_Strict):
     result_id = fields.String(required=True, validate=_ID)
     patient_id = fields.String(required=True, validate=_ID)
     collected_at = CollectedAt(required=True)
     control_gene = fields.String(load_default=None, validate=validate.OneOf(CONTROL_GENES))
-    control_copies = Number(load_default=None, allow_none=True)
-    bcr_abl1_copies = Number(load_default=None, allow_none=True, validate=validate.Range(min=0))
-    is_percent = Number(load_default=None, allow_none=True, validate=validate.Range(min=0))
-    conversion_factor = Number(load_default=1.0, validate=validate.Range(min=0, min_inclusive=False))
+    control_copies = Number(load_default=None, allow_none=True, validate=validate.Range(max=MAX_COPIES))
+    bcr_abl1_copies = Number(load_default=None, allow_none=True, validate=validate.Range(0, MAX_COPIES))
+    is_percent = Number(load_default=None, allow_none=True, validate=validate.Range(0, MAX_IS_PERCENT))
+    conversion_factor = Number(load_default=1.0, validate=validate.Range(*CONVERSION_FACTOR_RANGE))
     status = fields.String(load_default="final", validate=validate.OneOf(RESULT_STATUSES))
     lab = _text()
     assay = _text()
@@ -131,6 +142,8 @@ class AssayResultSchema(_Strict):
             errors["control_copies"] = ["is required"]
         elif copies <= 0:
             errors["control_copies"] = ["must be greater than 0: a result needs control-gene copies"]
+        elif copies < MIN_CONTROL_COPIES:
+            errors["control_copies"] = ["must be at least 1: fewer control-gene copies is not a measurement"]
         given = [f for f in ("bcr_abl1_copies", "is_percent") if data.get(f) is not None]
         if len(given) != 1:
             msg = "exactly one of bcr_abl1_copies and is_percent is required"
@@ -144,7 +157,9 @@ class PatientSchema(_Strict):
     enrolled_on = ClinicalDate(load_default=None, allow_none=True)
     tki = fields.String(load_default=None, allow_none=True, validate=_NAME)
     tki_started_on = ClinicalDate(load_default=None, allow_none=True)
-    dose_mg = Number(load_default=None, allow_none=True, validate=validate.Range(min=0, min_inclusive=False))
+    dose_mg = Number(
+        load_default=None, allow_none=True, validate=validate.Range(0, MAX_DOSE_MG, min_inclusive=False)
+    )
 
     @post_load
     def _normalise(self, data: dict, **kwargs: Any) -> dict:
@@ -159,7 +174,9 @@ class EventSchema(_Strict):
     type = fields.String(required=True, validate=validate.OneOf(EVENT_TYPES))
     date = ClinicalDate(required=True)
     tki = fields.String(load_default=None, allow_none=True, validate=_NAME)
-    dose_mg = Number(load_default=None, allow_none=True, validate=validate.Range(min=0, min_inclusive=False))
+    dose_mg = Number(
+        load_default=None, allow_none=True, validate=validate.Range(0, MAX_DOSE_MG, min_inclusive=False)
+    )
     reason = _text(200)
     note = _text(500)
 

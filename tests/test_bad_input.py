@@ -27,6 +27,13 @@ CASES = {
     "unknown field": ({"bcr_abl1": 3}, "bcr_abl1"),
     "unknown status": ({"status": "preliminary"}, "status"),
     "zero conversion factor": ({"conversion_factor": 0}, "conversion_factor"),
+    # Out of any assay's range: accepted, they would overflow the scoring and park the patient.
+    "control copies below one": ({"control_copies": 1e-300, "bcr_abl1_copies": 1e9}, "control_copies"),
+    "copies beyond any reaction": ({"bcr_abl1_copies": 1e20}, "bcr_abl1_copies"),
+    "control copies beyond any reaction": ({"control_copies": 1e12}, "control_copies"),
+    "IS% beyond any patient": ({"bcr_abl1_copies": None, "is_percent": 1e5}, "is_percent"),
+    "vanishing conversion factor": ({"conversion_factor": 1e-320}, "conversion_factor"),
+    "huge conversion factor": ({"conversion_factor": 1e6}, "conversion_factor"),
     "unicode result id": ({"result_id": "R-ñ-1"}, "result_id"),
     "very long result id": ({"result_id": "R" * 65}, "result_id"),
     "id with newline": ({"result_id": "R-1\n"}, "result_id"),

@@ -18,6 +18,7 @@ from shared.clinical.response import (
     classify_result,
     level_rank,
 )
+from shared.schemas import CONVERSION_FACTOR_RANGE, MAX_COPIES, MAX_IS_PERCENT, MIN_CONTROL_COPIES
 
 # Cross 2015 / ELN 2020 IS% table: level -> inclusive upper bound, deepest first.
 PUBLISHED_IS = [
@@ -346,3 +347,22 @@ def test_bcr_undetectable_never_deep(copies: int) -> None:
 def test_invalid_input_raises(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         classify_result(**kwargs)
+
+
+# ---- every result the API accepts can be scored ----
+
+
+@pytest.mark.parametrize("control", [MIN_CONTROL_COPIES, 1e5, MAX_COPIES])
+@pytest.mark.parametrize("copies", [0, 5e-324, 1e-9, 3.2, MAX_COPIES])
+@pytest.mark.parametrize("cf", [*CONVERSION_FACTOR_RANGE, 1.0])
+def test_corners_of_the_accepted_ranges_score(control: float, copies: float, cf: float) -> None:
+    # The API's bounds (shared/schemas.py) keep every accepted result scorable: no overflow, no error.
+    c = classify_result(
+        control_gene="ABL1", control_copies=control, bcr_abl1_copies=copies, conversion_factor=cf
+    )
+    assert math.isfinite(c.mr_value) and math.isfinite(c.sensitivity_percent) and c.level in LEVELS
+    assert math.isfinite(c.upper_is_percent)
+    by_is = classify_result(
+        control_gene="GUSB", control_copies=control, is_percent=min(copies, MAX_IS_PERCENT)
+    )
+    assert by_is.level in LEVELS
