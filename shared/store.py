@@ -399,15 +399,33 @@ def status_version(r: redis.Redis, patient_id: str) -> int:
 
 # --- idempotency keys ----------------------------------------------------------------------------
 
+_RESERVE = """
+-- KEYS[1] idempotency key; ARGV[1] pending document, [2] ttl s. The stored document, or nil once reserved.
+local held = redis.call('GET', KEYS[1])
+if held then return held end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return false
+"""
 
-def remembered_response(r: redis.Redis, caller: str, idempotency_key: str) -> dict | None:
-    raw = r.get(keys.idempotency(caller, idempotency_key))
-    return orjson.loads(raw) if raw else None
+
+def reserve_idempotency_key(
+    r: redis.Redis, caller: str, idempotency_key: str, request_hash: str, ttl_s: int
+) -> dict | None:
+    """Reserve a key for a request being handled (atomically); if the key is already held, return what
+    it holds: a finished response, or a pending reservation (``status`` None)."""
+    pending = orjson.dumps({"request_hash": request_hash, "status": None})
+    held = r.eval(_RESERVE, 1, keys.idempotency(caller, idempotency_key), pending, ttl_s)
+    return orjson.loads(held) if held else None
+
+
+def release_idempotency_key(r: redis.Redis, caller: str, idempotency_key: str) -> None:
+    """Give a key back when its request stored nothing (refused or failed): the caller may retry."""
+    r.delete(keys.idempotency(caller, idempotency_key))
 
 
 def remember_response(
     r: redis.Redis, caller: str, idempotency_key: str, request_hash: str, status: int, body: bytes, ttl_s: int
 ) -> None:
-    """Keep the first response to an Idempotency-Key (NX: a concurrent twin does not replace it)."""
+    """Keep the response to a reserved key, for its retries."""
     doc = {"request_hash": request_hash, "status": status, "body": body.decode()}
-    r.set(keys.idempotency(caller, idempotency_key), orjson.dumps(doc), nx=True, ex=ttl_s)
+    r.set(keys.idempotency(caller, idempotency_key), orjson.dumps(doc), ex=ttl_s)

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 from openapi_core import Config, OpenAPI
@@ -244,9 +245,12 @@ def test_ops_schemas_match_the_code(spec):
     )
     retry = spec["paths"][RETRY]["parameters"][0]
     assert retry["name"] == "kind" and retry["schema"]["enum"] == list(TASK_FOR_KIND)
-    idempotency = spec["paths"][RESULTS]["post"]["parameters"][0]
+    idempotency = spec["components"]["parameters"]["IdempotencyKey"]
     assert idempotency["name"] == "Idempotency-Key"
-    from services.api.results import IDEMPOTENCY_KEY
+    ref = {"$ref": "#/components/parameters/IdempotencyKey"}
+    assert spec["paths"][RESULTS]["post"]["parameters"] == [ref]
+    assert spec["paths"][EVENTS]["post"]["parameters"] == [ref]
+    from services.api.idempotency import KEY_PATTERN as IDEMPOTENCY_KEY
 
     spec_pattern = re.compile(idempotency["schema"]["pattern"])
     for probe in [chr(c) for c in range(256)] + ["k" * 128, "k" * 129, "lab-1:batch/2024"]:
@@ -515,7 +519,8 @@ def test_events_conform(call, pid):
     note = {"type": "death", "date": "2024-02-01", "note": "x" * (3 * 1024 * 1024)}
     call("POST", url, EVENTS, 413, valid_request=False, json=note)
 
-    call.assert_covered("POST", EVENTS, NEVER_TRIGGERED | {"503"})
+    # 409: an Idempotency-Key in use (test_idempotency_key_in_use_and_on_events_conform)
+    call.assert_covered("POST", EVENTS, NEVER_TRIGGERED | {"503", "409"})
 
 
 def test_tasks_and_health_conform(call, pid):
@@ -894,6 +899,34 @@ def test_idempotency_key_conform(call, pid):
     corrected = call("POST", RESULTS, RESULTS, 202, json=[result(pid)], headers=retry_key)
     assert "Idempotent-Replayed" not in corrected.headers
     assert corrected.get_json()["accepted"][0]["outcome"] == "created"
+
+
+def _hold(r, key: str) -> None:
+    """Put a key back to the moment its first request was being handled: reserved, no answer yet."""
+    held = orjson.loads(r.get(keys.idempotency("tests", key)))
+    r.set(
+        keys.idempotency("tests", key), orjson.dumps({"request_hash": held["request_hash"], "status": None})
+    )
+
+
+def test_idempotency_key_in_use_and_on_events_conform(call, r, pid):
+    register(call.client, pid)
+    key, batch = f"lab-1:{pid}/busy", [result(pid)]
+    call("POST", RESULTS, RESULTS, 202, json=batch, headers={"Idempotency-Key": key})
+    _hold(r, key)
+    busy = call("POST", RESULTS, RESULTS, 409, json=batch, headers={"Idempotency-Key": key})
+    assert busy.get_json()["type"] == "/problems/idempotency-key-in-use" and busy.headers["Retry-After"]
+
+    url, events = f"/v1/patients/{pid}/events", [{"type": "add_on_started", "date": "2024-03-02"}]
+    key = f"ehr-1:{pid}/events-1"
+    first = call("POST", url, EVENTS, 202, json=events, headers={"Idempotency-Key": key})
+    again = call("POST", url, EVENTS, 202, json=events, headers={"Idempotency-Key": key})
+    assert again.headers["Idempotent-Replayed"] == "true" and again.get_data() == first.get_data()
+    reused = call("POST", url, EVENTS, 422, json=events * 2, headers={"Idempotency-Key": key}).get_json()
+    assert reused["type"] == "/problems/idempotency-key-reused"
+    _hold(r, key)
+    busy = call("POST", url, EVENTS, 409, json=events, headers={"Idempotency-Key": key})
+    assert busy.get_json()["errors"][0]["field"] == "Idempotency-Key"
 
 
 def test_ops_queues_audit_and_metrics_conform(call, pid):

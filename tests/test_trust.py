@@ -156,6 +156,59 @@ def test_idempotency_key_replays_a_batch(client, r, pid):
     assert int(r.get(keys.version(pid))) == version and r.xlen(keys.AUDIT) == audit_len
     other = client.post("/v1/assay-results", json=batch[:1], headers=headers)
     assert other.status_code == 422 and other.get_json()["errors"][0]["field"] == "Idempotency-Key"
+    # The same JSON formatted otherwise is the same request.
+    reformatted = orjson.dumps(batch, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+    same = client.post(
+        "/v1/assay-results", data=reformatted, content_type="application/json", headers=headers
+    )
+    assert same.status_code == 202 and same.headers["Idempotent-Replayed"] == "true"
+
+
+def test_idempotency_key_on_events_and_refused_requests(client, r, pid):
+    register(client, pid)
+    events = [
+        {"type": "add_on_started", "date": "2024-02-01"},
+        {"type": "add_on_stopped", "date": "2024-05-01"},
+    ]
+    headers = {"Idempotency-Key": f"events-{pid}"}
+    first = client.post(f"/v1/patients/{pid}/events", json=events, headers=headers)
+    assert first.status_code == 202 and "Idempotent-Replayed" not in first.headers
+    audit_len = r.xlen(keys.AUDIT)
+    again = client.post(f"/v1/patients/{pid}/events", json=events, headers=headers)
+    assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_json() == first.get_json() and r.xlen(keys.AUDIT) == audit_len
+    other = client.post(f"/v1/patients/{pid}/events", json=events[:1], headers=headers)
+    assert other.status_code == 422 and other.get_json()["type"].endswith("/idempotency-key-reused")
+    assert r.hlen(keys.events(pid)) == 2
+    # A refused request stores nothing under its key: the corrected one may use it.
+    retry_key = {"Idempotency-Key": f"fixed-{pid}"}
+    bad = client.post(
+        "/v1/assay-results", json=[result(pid, f"{pid}-K1", control_copies=0)], headers=retry_key
+    )
+    assert bad.status_code == 422
+    good = client.post("/v1/assay-results", json=[result(pid, f"{pid}-K1")], headers=retry_key)
+    assert good.status_code == 202 and "Idempotent-Replayed" not in good.headers
+
+
+def test_idempotency_key_in_use_is_409(client, r, pid):
+    """Two requests with one key at once: the second is told to retry (409) until the first has its
+    answer, so it can neither store twice nor slip a different body in beside the first."""
+    register(client, pid)
+    key, body = f"busy-{pid}", [result(pid, f"{pid}-B1")]
+    assert client.post("/v1/assay-results", json=body, headers={"Idempotency-Key": key}).status_code == 202
+    # Back to the moment the first request was being handled: its key reserved, no answer yet.
+    held = orjson.loads(r.get(keys.idempotency("tests", key)))
+    r.set(
+        keys.idempotency("tests", key), orjson.dumps({"request_hash": held["request_hash"], "status": None})
+    )
+    busy = client.post("/v1/assay-results", json=body, headers={"Idempotency-Key": key})
+    assert busy.status_code == 409 and busy.mimetype == PROBLEM and busy.headers["Retry-After"] == "1"
+    assert busy.get_json()["type"].endswith("/idempotency-key-in-use")
+    assert busy.get_json()["errors"][0]["field"] == "Idempotency-Key"
+    other = client.post(
+        "/v1/assay-results", json=[result(pid, f"{pid}-B2")], headers={"Idempotency-Key": key}
+    )
+    assert other.status_code == 422 and not r.hexists(keys.results(pid), f"{pid}-B2")
 
 
 # --- dead letters and the ops view ----------------------------------------------------------------

@@ -7,6 +7,7 @@ from flask import Blueprint, Response, jsonify
 
 from services.api.context import audit_entry, ctx, dispatch, json_body
 from services.api.errors import Problem, checked_id
+from services.api.idempotency import idempotent
 from shared import store
 from shared.schemas import EventSchema, PatientSchema, ValidationError, duplicate_ids
 
@@ -31,6 +32,7 @@ def put_patient(patient_id: str) -> Response:
 
 
 @bp.post("/v1/patients/<patient_id>/events")
+@idempotent
 def post_events(patient_id: str) -> Response:
     c = ctx()
     checked_id("patient_id", patient_id)

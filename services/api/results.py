@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import re
+from flask import Blueprint, Response, jsonify
 
-from flask import Blueprint, Response, jsonify, request
-
-from services.api.auth import caller
 from services.api.context import audit_entry, ctx, dispatch, json_body
 from services.api.errors import Problem
+from services.api.idempotency import idempotent
 from shared import store
 from shared.schemas import AssayResultSchema, ValidationError, duplicate_ids
 
@@ -69,43 +66,10 @@ def _store_problem(err: store.StoreError, single: bool) -> Problem:
     )
 
 
-IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")
-
-
-def _idempotency() -> tuple[str, str] | None:
-    """(Idempotency-Key, hash of the body) when the caller sent the header."""
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        return None
-    if not IDEMPOTENCY_KEY.fullmatch(key):
-        detail = "must be 1-128 visible ASCII characters"
-        raise Problem(
-            422, "invalid-input", "The request is not valid", f"Idempotency-Key header: {detail}",
-            errors=[{"pointer": "", "field": "Idempotency-Key", "detail": detail}],
-        )  # fmt: skip
-    return key, hashlib.sha256(request.get_data(cache=True)).hexdigest()
-
-
-def _replay(stored: dict, request_hash: str) -> Response:
-    if stored["request_hash"] != request_hash:
-        raise Problem(
-            422, "idempotency-key-reused", "Idempotency-Key reused",
-            "This Idempotency-Key was used with a different body; use a new key for a new request.",
-            errors=[{"pointer": "", "field": "Idempotency-Key", "detail": "reused with a different body"}],
-        )  # fmt: skip
-    response = Response(stored["body"], status=stored["status"], mimetype="application/json")
-    response.headers["Idempotent-Replayed"] = "true"
-    return response
-
-
 @bp.post("/v1/assay-results")
+@idempotent
 def post_results() -> Response:
     c = ctx()
-    idem = _idempotency()
-    if idem:
-        stored = store.remembered_response(c.redis, caller(), idem[0])
-        if stored:
-            return _replay(stored, idem[1])
     items, single = _load(json_body(), c.settings.max_batch)
     try:
         outcome = store.store_results(c.redis, items, audit_entry(result_ids=[d["result_id"] for d in items]))
@@ -120,8 +84,4 @@ def post_results() -> Response:
     response.status_code = 202
     if tasks:
         response.headers["Location"] = tasks[0]["href"]
-    if idem:
-        store.remember_response(
-            c.redis, caller(), idem[0], idem[1], 202, response.get_data(), c.settings.task_ttl_s
-        )
     return response

@@ -1,0 +1,99 @@
+"""Idempotency-Key on the batch posts (results, events): a retried request gets the first answer.
+
+The first request with a key reserves it (SET NX) with the hash of its route and canonical JSON
+body, then stores its response there. A retry with the same body replays that response; with a
+different body it is 422; while the first is still being handled it is 409 (retry shortly). A
+request that is refused (4xx) or fails releases the key: nothing was stored under it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+from collections.abc import Callable
+
+from flask import Response, request
+
+from services.api.auth import caller
+from services.api.context import ctx, json_body
+from services.api.errors import Problem
+from shared import store
+
+HEADER = "Idempotency-Key"
+KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,128}")
+# A reservation outlives any request (gunicorn's 30 s timeout) and then lapses by itself.
+PENDING_TTL_S = 60
+
+
+def _key_problem(
+    status: int, slug: str, title: str, detail: str, reason: str, headers: dict | None = None
+) -> Problem:
+    errors = [{"pointer": "", "field": HEADER, "detail": reason}]
+    return Problem(status, slug, title, detail, headers, errors=errors)
+
+
+def _request_key() -> tuple[str, str] | None:
+    """(Idempotency-Key, hash of route and canonical body) when the caller sent the header."""
+    key = request.headers.get(HEADER)
+    if key is None:
+        return None
+    if not KEY_PATTERN.fullmatch(key):
+        reason = "must be 1-128 visible ASCII characters"
+        raise _key_problem(
+            422, "invalid-input", "The request is not valid", f"{HEADER} header: {reason}", reason
+        )
+    # The parsed body, canonical: the same JSON re-indented or with keys reordered is the same request.
+    body = store.canonical(json_body())
+    return key, hashlib.sha256(request.path.encode() + b"\0" + body).hexdigest()
+
+
+def _answer_to_retry(stored: dict, request_hash: str) -> Response:
+    if stored["request_hash"] != request_hash:
+        raise _key_problem(
+            422, "idempotency-key-reused", "Idempotency-Key reused",
+            f"This {HEADER} was used with a different body; use a new key for a new request.",
+            "reused with a different body",
+        )  # fmt: skip
+    if stored["status"] is None:
+        raise _key_problem(
+            409, "idempotency-key-in-use", "Request in progress",
+            f"A request with this {HEADER} is still being handled; retry shortly.", "in use",
+            headers={"Retry-After": "1"},
+        )  # fmt: skip
+    response = Response(stored["body"], status=stored["status"], mimetype="application/json")
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def idempotent(view: Callable[..., Response]) -> Callable[..., Response]:
+    @functools.wraps(view)
+    def run(*args: object, **kwargs: object) -> Response:
+        idem = _request_key()
+        if idem is None:
+            return view(*args, **kwargs)
+        c, who = ctx(), caller()
+        key, request_hash = idem
+        stored = store.reserve_idempotency_key(c.redis, who, key, request_hash, PENDING_TTL_S)
+        if stored is not None:
+            return _answer_to_retry(stored, request_hash)
+        try:
+            response = view(*args, **kwargs)
+        except BaseException:
+            store.release_idempotency_key(c.redis, who, key)
+            raise
+        if response.status_code >= 300:
+            store.release_idempotency_key(c.redis, who, key)
+        else:
+            store.remember_response(
+                c.redis,
+                who,
+                key,
+                request_hash,
+                response.status_code,
+                response.get_data(),
+                c.settings.task_ttl_s,
+            )
+        return response
+
+    return run
