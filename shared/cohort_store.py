@@ -29,7 +29,7 @@ _DEFINE = """
 local old = redis.call('GET', KEYS[1])
 redis.call('SADD', KEYS[2], ARGV[1])
 local tag = (old == ARGV[2] and 'unchanged') or (old and 'updated') or 'created'
-redis.call('XADD', KEYS[6], 'MAXLEN', '~', 100000, '*', 'entry', ARGV[4], 'outcomes', tag)
+redis.call('XADD', KEYS[6], '*', 'entry', ARGV[4], 'outcomes', tag)
 if tag == 'unchanged' then return {tag, 0} end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('INCR', KEYS[3])

@@ -47,6 +47,9 @@ class Settings:
     task_ttl_s: int
     # Broker visibility timeout: unacked messages of a dead worker come back after this.
     visibility_timeout_s: int
+    # Audit entries older than this many days are trimmed by the sweeper; 0 keeps every entry (the
+    # default: an audit trail that trims itself by count would drop writes without anyone deciding).
+    audit_retention_days: float
 
 
 def load_settings() -> Settings:
@@ -67,4 +70,5 @@ def load_settings() -> Settings:
         rate_limit=os.environ.get("RATE_LIMIT", "6000/minute"),
         hot_read_rate_limit=os.environ.get("HOT_READ_RATE_LIMIT", "60000/minute"),
         visibility_timeout_s=_int("VISIBILITY_TIMEOUT_S", 3600),
+        audit_retention_days=_float("AUDIT_RETENTION_DAYS", 0),
     )

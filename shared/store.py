@@ -107,7 +107,7 @@ for _, pid in ipairs(order) do
 end
 table.insert(reply, versions)
 -- The audit entry lands with the data: an acknowledged write always has its entry.
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', 100000, '*', 'entry', ARGV[2],
+redis.call('XADD', KEYS[4], '*', 'entry', ARGV[2],
   'outcomes', table.concat(outcome, ','))
 return reply
 """
@@ -164,7 +164,7 @@ _REGISTER = """
 -- [7..] cohorts
 local old = redis.call('GET', KEYS[1])
 local function audit(outcome)
-  redis.call('XADD', KEYS[9], 'MAXLEN', '~', 100000, '*', 'entry', ARGV[6], 'outcomes', outcome)
+  redis.call('XADD', KEYS[9], '*', 'entry', ARGV[6], 'outcomes', outcome)
 end
 if old == ARGV[2] then
   audit('unchanged')
@@ -236,7 +236,7 @@ for i = 4, #ARGV, 2 do
     changed = true
   end
 end
-redis.call('XADD', KEYS[6], 'MAXLEN', '~', 100000, '*', 'entry', ARGV[3],
+redis.call('XADD', KEYS[6], '*', 'entry', ARGV[3],
   'outcomes', changed and 'stored' or 'unchanged')
 if not changed then return {'unchanged', tonumber(redis.call('GET', KEYS[3]) or '0'), 0} end
 local v = redis.call('INCR', KEYS[3])

@@ -77,7 +77,7 @@ _RETRY = """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', 100000, '*', 'entry', ARGV[3], 'outcomes', 'requeued')
+redis.call('XADD', KEYS[4], '*', 'entry', ARGV[3], 'outcomes', 'requeued')
 return 1
 """
 
@@ -112,6 +112,18 @@ def recompute_all_if_rules_changed(r: redis.Redis, fingerprint: str) -> int:
     marked, -1 if the rules are unchanged."""
     script_keys = [keys.RULES, keys.PATIENTS, keys.DIRTY_PATIENTS, keys.COHORTS, keys.DIRTY_COHORTS]
     return int(r.eval(_RULES_CHANGED, len(script_keys), *script_keys, fingerprint, now_ms()))
+
+
+# --- the audit trail ------------------------------------------------------------------------------
+
+
+def trim_audit(r: redis.Redis, retention_days: float) -> int:
+    """Drop audit entries older than the retention (stream ids are their write times in ms); with
+    no retention set (0) keep them all. Returns how many were dropped."""
+    if retention_days <= 0:
+        return 0
+    oldest_kept_ms = now_ms() - int(retention_days * 86_400_000)
+    return int(r.xtrim(keys.AUDIT, minid=oldest_kept_ms, approximate=False))
 
 
 # --- work tracking and workers --------------------------------------------------------------------

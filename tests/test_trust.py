@@ -13,7 +13,7 @@ import pytest
 
 from services.api import create_app
 from services.api.auth import digest
-from shared import keys, store
+from shared import keys, store, work
 from shared.config import load_settings
 from tests.conftest import SCOPED_KEYS
 from tests.procs import ROOT, RedisServer, wait_for
@@ -100,6 +100,68 @@ def test_audit_trail_records_writes(client, pid):
     assert reg["outcomes"] == ["created"]
     assert client.get("/v1/ops/audit", headers=bearer("status:read")).status_code == 403
     assert client.get("/v1/ops/audit?count=0", headers=bearer("ops:read")).status_code == 422
+
+
+def test_audit_trail_records_events_and_cohort_definitions(client, pid):
+    register(client, pid)
+    cohort = f"AUD-{pid}"
+    client.post(
+        f"/v1/patients/{pid}/events", json={"event_id": f"{pid}-E1", "type": "death", "date": "2024-02-01"}
+    )
+    client.put(f"/v1/cohorts/{cohort}", json={"endpoint": "MR4"}, headers=bearer("cohorts:write"))
+    entries = client.get("/v1/ops/audit?count=50", headers=bearer("ops:read")).get_json()["entries"]
+    event = next(e for e in entries if e.get("event_ids") == [f"{pid}-E1"])
+    assert event["what"] == "POST /v1/patients/<patient_id>/events" and event["patient_id"] == pid
+    assert event["who"] == "tests" and event["outcomes"] == ["stored"]
+    definition = next(e for e in entries if e.get("cohort_id") == cohort)
+    key = bearer("cohorts:write")["Authorization"].removeprefix("Bearer ")
+    assert (
+        definition["what"] == "PUT /v1/cohorts/<cohort_id>"
+        and definition["who"] == f"key-{digest(key).hex()[:8]}"
+    )
+
+
+def test_audit_is_kept_unless_a_retention_is_set(tmp_path):
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        _check_audit_retention(store.connect(server.url))
+    finally:
+        server.stop()
+
+
+def _check_audit_retention(r) -> None:
+    old_ms = store.now_ms() - 3 * 86_400_000
+    stream = keys.AUDIT
+    r.xadd(stream, {"entry": "{}", "outcomes": "test-old"}, id=f"{old_ms}-0")
+    r.xadd(stream, {"entry": "{}", "outcomes": "test-new"})
+    assert work.trim_audit(r, 0) == 0  # the default keeps everything
+    outcomes = [fields[b"outcomes"] for _, fields in r.xrange(stream)]
+    assert b"test-old" in outcomes and b"test-new" in outcomes
+    assert work.trim_audit(r, 2) >= 1  # two days: the entry of three days ago goes
+    outcomes = [fields[b"outcomes"] for _, fields in r.xrange(stream)]
+    assert b"test-old" not in outcomes and b"test-new" in outcomes
+
+
+def test_an_unexpected_error_is_logged_without_its_message(app, caplog, monkeypatch, pid):
+    # An exception's text may quote what it was handling; the log keeps its type and stack only.
+    from services.api import patients
+
+    value = 1234.56 / 10  # not in the source line the stack shows
+
+    def fails(*args, **kwargs):
+        raise KeyError(f"{pid} at {value}")
+
+    monkeypatch.setattr(patients.store, "register_patient", fails)
+    caplog.set_level(logging.DEBUG)
+    resp = app.test_client().put(f"/v1/patients/{pid}", json={"cohorts": []})
+    assert resp.status_code == 500 and resp.mimetype == PROBLEM
+    text = "\n".join(rec.getMessage() for rec in caplog.records)
+    assert "unhandled KeyError on PUT /v1/patients/<patient_id>" in text
+    assert "fails" in text  # the stack is there
+    assert pid not in text and str(value) not in text, [
+        r.getMessage() for r in caplog.records if pid in r.getMessage()
+    ]
 
 
 def test_logs_carry_no_patient_ids_or_values(client, pid, worker, caplog):

@@ -25,6 +25,7 @@ _stop = threading.Event()
 def sweep_once(worker: str) -> int:
     r = redis_client()
     work.heartbeat(r, worker)
+    work.trim_audit(r, settings.audit_retention_days)
     requeued = 0
     for kind, task in TASK_FOR_KIND.items():
         due = work.due_for_requeue(r, kind, settings.requeue_after_s)
