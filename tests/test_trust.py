@@ -15,7 +15,7 @@ from services.api import create_app
 from services.api.auth import digest
 from shared import keys, store, work
 from shared.config import load_settings
-from tests.conftest import SCOPED_KEYS
+from tests.conftest import FULL_KEY, SCOPED_KEYS
 from tests.procs import ROOT, RedisServer, wait_for
 from tests.support import register, result, wait_status
 
@@ -37,6 +37,15 @@ def test_no_key_or_wrong_key_is_401(client, pid):
         assert resp.headers["WWW-Authenticate"].startswith("Bearer")
     assert client.get("/healthz", headers={"Authorization": ""}).status_code == 200
     assert client.get("/readyz", headers={"Authorization": ""}).status_code == 200
+    for bad in ("Bearer", "Bearer ", "Bearertest-full-key", f"Basic {FULL_KEY}"):
+        assert client.get(f"/v1/patients/{pid}/status", headers={"Authorization": bad}).status_code == 401
+
+
+def test_the_scheme_name_is_case_insensitive(client, pid):
+    register(client, pid)
+    for scheme in ("bearer", "BEARER", "Bearer"):
+        resp = client.get(f"/v1/patients/{pid}/status", headers={"Authorization": f"{scheme} {FULL_KEY}"})
+        assert resp.status_code == 200, scheme
 
 
 @pytest.mark.parametrize(

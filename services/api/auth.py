@@ -90,9 +90,10 @@ def load_keys(api_keys: str | None, api_keys_file: str | None) -> list[ApiKey]:
 
 def authenticate(keys: list[ApiKey], header: str | None) -> ApiKey | None:
     """The key a Bearer header carries, compared against every digest in constant time."""
-    if not header or not header.startswith("Bearer "):
+    scheme, _, credentials = (header or "").partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():  # schemes are case-insensitive (RFC 9110)
         return None
-    presented = digest(header.removeprefix("Bearer ").strip())
+    presented = digest(credentials.strip())
     found = None
     for key in keys:
         if hmac.compare_digest(presented, key.digest):
