@@ -82,7 +82,13 @@ def test_oversized_batch(client, r, pid):
     before = written(r, pid)
     resp = client.post("/v1/assay-results", json=[result(pid) for _ in range(1001)])
     assert resp.status_code == 413 and resp.mimetype == PROBLEM
-    assert "1000" in resp.get_json()["detail"]
+    assert resp.get_json()["errors"] == [
+        {
+            "pointer": "/1000",
+            "field": "",
+            "detail": "a batch holds at most 1000 results (MAX_BATCH); got 1001",
+        }
+    ]
     assert written(r, pid) == before
 
 

@@ -92,12 +92,18 @@ def test_worker_killed_mid_burst_converges(own_redis, tmp_path):
         assert resp.status_code == 202
         acknowledged += [i["result_id"] for i in items]
         if batch == 5:
-            first.kill9()  # mid-burst: tasks in flight and prefetched die with it
-    assert r.zcard(keys.DIRTY_PATIENTS) > 0, "the kill should leave work undone"
+            # Mid-burst, with messages held by the worker (reserved or running): they die with it and
+            # the broker would give them back only after its one-hour visibility timeout.
+            wait_for(lambda: r.hlen(keys.KOMBU_UNACKED) > 0, 30, interval=0.01, what="work in flight")
+            first.kill9()
+            held = set(r.hkeys(keys.KOMBU_UNACKED))
+    assert held and r.zcard(keys.DIRTY_PATIENTS) > 0, "the kill should leave work undone"
     second = Worker(own_redis.url, "rescuer", tmp_path, concurrency=2)
     second.start()
     try:
         wait_for(lambda: converged(r, patients), 60, interval=0.2, what="statuses to converge")
+        # Converged while the dead worker's messages still sit unacked: the sweeper did it, not the broker.
+        assert held <= set(r.hkeys(keys.KOMBU_UNACKED))
         wait_for(lambda: cohort_converged(r, "F"), 60, interval=0.2, what="the cohort to converge")
         for rid in acknowledged:
             assert r.hexists(keys.RESULT_INDEX, rid), rid

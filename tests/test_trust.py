@@ -7,6 +7,7 @@ import json
 import logging
 import subprocess
 import sys
+import time
 
 import orjson
 import pytest
@@ -16,7 +17,7 @@ from services.api.auth import digest
 from shared import keys, store, work
 from shared.config import load_settings
 from tests.conftest import FULL_KEY, SCOPED_KEYS
-from tests.procs import ROOT, RedisServer, wait_for
+from tests.procs import ROOT, RedisServer, Worker, wait_for
 from tests.support import register, result, wait_status
 
 PROBLEM = "application/problem+json"
@@ -331,6 +332,38 @@ def test_ops_queues_report(client, pid):
     lag = report["recompute_lag_ms"]
     assert lag["samples"] >= 1 and 0 <= lag["p50"] <= lag["p99"]
     assert set(report["backlog"]) == {"patient", "cohort"}
+
+
+def test_ops_queues_report_depth_age_and_in_flight(tmp_path, monkeypatch):
+    """On a Redis of its own: work waits with no worker (depth, age of the oldest message), then a
+    worker holds a debounced cohort refresh (in flight) until its countdown."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    monkeypatch.setenv("REDIS_URL", server.url)
+    client = create_app(load_settings()).test_client()
+    worker = Worker(server.url, "ops", tmp_path, concurrency=1, env={"COHORT_DEBOUNCE_S": "60"})
+    try:
+        for pid in ("Q-1", "Q-2"):
+            assert client.put(f"/v1/patients/{pid}", json={"cohorts": ["QC"]}).status_code == 201
+        time.sleep(1.0)
+
+        def report() -> dict:
+            return {q["queue"]: q for q in client.get("/v1/ops/queues").get_json()["queues"]}
+
+        waiting = report()
+        assert waiting["patients"]["depth"] == 2 and waiting["patients"]["oldest_age_s"] >= 1.0
+        assert waiting["patients"]["in_flight"] == 0 and waiting["cohorts"]["depth"] == 0
+        assert client.get("/v1/ops/queues").get_json()["backlog"]["patient"]["dirty"] == 2
+        worker.start()
+        # The recomputes are done and one refresh of QC is held by the worker, waiting out its debounce.
+        wait_for(lambda: report()["cohorts"]["in_flight"] == 1 and report()["patients"]["depth"] == 0, 30,
+                 what="a refresh held in flight")  # fmt: skip
+        done = client.get("/v1/ops/queues").get_json()
+        assert done["queues"][0]["oldest_age_s"] is None and done["backlog"]["patient"]["dirty"] == 0
+        assert [w["worker"].split("@")[0] for w in done["workers"]] == ["ops"] and done["workers_alive"] == 1
+    finally:
+        worker.stop()
+        server.stop()
 
 
 def test_metrics_in_prometheus_format(client, pid):

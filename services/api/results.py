@@ -37,12 +37,12 @@ def _load(body: object, limit: int) -> tuple[list[dict], bool]:
     if not isinstance(items, list) or not items:
         raise ValidationError("send a result object or a non-empty array of results")
     if len(items) > limit:
+        # The pointer is the first item over the limit: what the sender must split off.
+        reason = f"a batch holds at most {limit} results (MAX_BATCH); got {len(items)}"
         raise Problem(
-            413,
-            "batch-too-large",
-            "Batch too large",
-            f"A batch holds at most {limit} results; got {len(items)}.",
-        )
+            413, "batch-too-large", "Batch too large", f"/{limit}: {reason}",
+            errors=[{"pointer": f"/{limit}", "field": "", "detail": reason}],
+        )  # fmt: skip
     try:
         loaded = AssayResultSchema(many=True).load(items)
     except ValidationError as err:
