@@ -39,7 +39,7 @@ def readme_bodies() -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def api_base(redis_url, worker, tmp_path_factory):
+def gunicorn(redis_url, worker, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("gunicorn") / "api.log"
     env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
@@ -64,12 +64,13 @@ def api_base(redis_url, worker, tmp_path_factory):
             return False
 
     wait_for(up, 30, what="gunicorn")
-    yield base
+    yield base, log
     proc.terminate()
     proc.wait(10)
 
 
-def test_readme_example_changes_status(api_base):
+def test_readme_example_changes_status(gunicorn):
+    api_base, log = gunicorn
     bodies = readme_bodies()
     register_path = next(p for p in bodies if p.startswith("/v1/patients/"))
     patient_id = register_path.rsplit("/", 1)[1]
@@ -90,3 +91,7 @@ def test_readme_example_changes_status(api_base):
     assert code == 200 and task["state"] == "done"
     code, ready = http("GET", api_base + "/readyz")
     assert code == 200 and ready["status"] == "ready"
+    # gunicorn's own log (its access log is off) names neither the patient nor the result.
+    text = log.read_text()
+    assert "Booting worker" in text
+    assert patient_id not in text and bodies["/v1/assay-results"]["result_id"] not in text
