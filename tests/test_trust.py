@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from services.api import create_app
-from services.api.auth import digest
+from services.api.auth import digest, load_keys
 from shared import keys, store, work
 from shared.config import load_settings
 from tests.conftest import FULL_KEY, SCOPED_KEYS
@@ -94,6 +94,14 @@ def test_keys_file_with_digests_and_key_command(tmp_path, redis_url, monkeypatch
     assert client.get("/v1/cohorts", headers={"Authorization": f"Bearer {key}x"}).status_code == 401
     denied = client.post("/v1/assay-results", headers={"Authorization": f"Bearer {key}"}, json={})
     assert denied.status_code == 403
+
+
+def test_key_names_must_be_unique():
+    # A name is the caller in the audit trail and the owner of a rate budget.
+    same = {"k1": {"name": "epic", "scopes": ["status:read"]}, "k2": {"name": "epic", "scopes": ["ops:read"]}}
+    with pytest.raises(ValueError, match="epic"):
+        load_keys(json.dumps(same), None)
+    assert [k.key_id for k in load_keys(json.dumps({**same, "k2": ["ops:read"]}), None)][0] == "epic"
 
 
 # --- audit and logs ---------------------------------------------------------------------------------

@@ -85,7 +85,13 @@ def load_keys(api_keys: str | None, api_keys_file: str | None) -> list[ApiKey]:
         entries |= json.loads(Path(api_keys_file).read_text())
     if api_keys:
         entries |= json.loads(api_keys)
-    return [_parse_entry(secret, value) for secret, value in entries.items()]
+    keys = [_parse_entry(secret, value) for secret, value in entries.items()]
+    names = [k.key_id for k in keys]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        # The name is the caller in the audit trail and its rate budget: two keys must not share one.
+        raise ValueError(f"API key names must be unique; used more than once: {', '.join(twice)}")
+    return keys
 
 
 def authenticate(keys: list[ApiKey], header: str | None) -> ApiKey | None:
