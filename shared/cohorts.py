@@ -199,13 +199,29 @@ def curve(data: CohortData) -> dict:
     }
 
 
-def compare(a: CohortData, b: CohortData, horizons_months: Sequence[float]) -> dict:
-    """Log-rank and Gray's test between two cohorts (patients in both count in both groups)."""
+def compare(
+    a: CohortData, b: CohortData, horizons_months: Sequence[float], endpoints: tuple[str, str]
+) -> dict:
+    """Log-rank and Gray's test between two cohorts (patients in both count in both groups), with
+    warnings where the tests' premises fail: the same endpoint, independent groups."""
     time = np.concatenate([a.time_days, b.time_days])
     status = np.concatenate([a.status, b.status])
     group = np.array(["a"] * len(a.patients) + ["b"] * len(b.patients))
+    overlap = len(set(a.patients) & set(b.patients))
+    warnings = []
+    if endpoints[0] != endpoints[1]:
+        warnings.append(
+            f"the cohorts define different endpoints ({endpoints[0]}, {endpoints[1]}): the tests compare"
+            " different events"
+        )
+    if overlap:
+        warnings.append(
+            f"{overlap} patients are in both cohorts and count in both groups: the tests assume independent"
+            " groups"
+        )
     return {
-        "overlap": len(set(a.patients) & set(b.patients)),
+        "overlap": overlap,
+        "warnings": warnings,
         "logrank": stats.logrank(time, status == ENDPOINT, group).as_dict(),
         "gray": stats.gray_test(time, status, group).as_dict(),
         "a": horizon_table(a, horizons_months),

@@ -147,8 +147,16 @@ def read_task(r: redis.Redis, task_id: str) -> dict | None:
     return doc
 
 
+# A worker silent this long is dropped from the list ops see (a dead one stays listed, not alive, a day).
+FORGET_WORKER_AFTER_MS = 86_400_000
+
+
 def heartbeat(r: redis.Redis, worker: str) -> None:
-    r.zadd(keys.WORKERS, {worker: now_ms()})
+    now = now_ms()
+    pipe = r.pipeline(transaction=False)
+    pipe.zadd(keys.WORKERS, {worker: now})
+    pipe.zremrangebyscore(keys.WORKERS, "-inf", now - FORGET_WORKER_AFTER_MS)
+    pipe.execute()
 
 
 def live_workers(r: redis.Redis, within_s: float) -> dict[str, int]:

@@ -9,6 +9,7 @@ from shared.cohorts import (
     DEFAULT_DEFINITION,
     ENDPOINT,
     cohort_data,
+    compare,
     follow_up_record,
     outcome,
 )
@@ -126,3 +127,15 @@ def test_undetectable_with_too_few_control_copies_is_not_mr4_5():
     assert out(results, endpoint="MR4") == (31.0, ENDPOINT)
     results[1] = res("b", "2024-02-01", 0, control=32000)
     assert out(results) == (31.0, ENDPOINT)
+
+
+def test_compare_warns_where_the_tests_premises_fail():
+    records = {p: follow_up_record(REG, [res("a", "2024-01-01", 50), res("b", d, 1)], []) for p, d in
+               (("P1", "2024-02-01"), ("P2", "2024-03-01"), ("P3", "2024-04-01"))}  # fmt: skip
+    a = cohort_data({k: records[k] for k in ("P1", "P2")}, DEFAULT_DEFINITION)
+    b = cohort_data({k: records[k] for k in ("P2", "P3")}, DEFAULT_DEFINITION)
+    c = cohort_data({"P3": records["P3"]}, DEFAULT_DEFINITION)
+    assert compare(a, c, [1], ("MR4.5", "MR4.5"))["warnings"] == []
+    both = compare(a, b, [1], ("MR4.5", "MR4"))
+    assert both["overlap"] == 1 and len(both["warnings"]) == 2
+    assert "different endpoints (MR4.5, MR4)" in both["warnings"][0] and "1 patients" in both["warnings"][1]

@@ -434,3 +434,12 @@ def test_redis_outage_mid_task_is_retried_not_dead_lettered(client, r, redis_url
     assert bad_data(pid) == "failed"
     assert r.zscore(keys.DIRTY_PATIENTS, pid) is None and r.hexists(keys.DEAD["patient"], pid)
     r.hdel(keys.DEAD["patient"], pid)
+
+
+def test_workers_silent_for_a_day_are_forgotten(r):
+    r.zadd(keys.WORKERS, {"gone@old-host": store.now_ms() - work.FORGET_WORKER_AFTER_MS - 1000})
+    r.zadd(keys.WORKERS, {"quiet@host": store.now_ms() - 3_600_000})
+    work.heartbeat(r, "test@host")
+    listed = {w.decode() for w in r.zrange(keys.WORKERS, 0, -1)}
+    assert "gone@old-host" not in listed and {"quiet@host", "test@host"} <= listed
+    r.zrem(keys.WORKERS, "quiet@host", "test@host")

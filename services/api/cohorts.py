@@ -128,7 +128,8 @@ def compare() -> Response:
         data_b, curve_b, _ = _data(b)
     except NotComputedYet as exc:
         raise _not_computed(str(exc)) from None
-    result = cohorts.compare(data_a, data_b, _horizons() or cohorts.DEFAULT_HORIZONS_MONTHS)
+    endpoints = (curve_a["definition"]["endpoint"], curve_b["definition"]["endpoint"])
+    result = cohorts.compare(data_a, data_b, _horizons() or cohorts.DEFAULT_HORIZONS_MONTHS, endpoints)
     result["a"] = {"cohort_id": a, "data_version": curve_a["data_version"], **result["a"]}
     result["b"] = {"cohort_id": b, "data_version": curve_b["data_version"], **result["b"]}
     return Response(orjson.dumps(result), mimetype=JSON)
