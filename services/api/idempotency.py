@@ -8,11 +8,13 @@ request that is refused (4xx) or fails releases the key: nothing was stored unde
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import re
 from collections.abc import Callable
 
+import redis
 from flask import Response, request
 
 from services.api.auth import caller
@@ -80,7 +82,10 @@ def idempotent(view: Callable[..., Response]) -> Callable[..., Response]:
         try:
             response = view(*args, **kwargs)
         except BaseException:
-            store.release_idempotency_key(c.redis, who, key)
+            # With Redis gone (the view's 503) the release fails too: the reservation then lapses
+            # after PENDING_TTL_S, and a retry meanwhile is told 409, retry shortly.
+            with contextlib.suppress(redis.exceptions.RedisError):
+                store.release_idempotency_key(c.redis, who, key)
             raise
         if response.status_code >= 300:
             store.release_idempotency_key(c.redis, who, key)
