@@ -29,7 +29,7 @@ import numpy as np
 
 from shared import stats
 from shared.clinical.response import LEVELS, at_least
-from shared.clinical.scored import latest_evaluable, score_results
+from shared.clinical.scored import level_setting, score_results
 from shared.clinical.timeline import DAYS_PER_MONTH
 
 ENDPOINT_LEVELS = ("MMR", "MR4", "MR4.5", "MR5")
@@ -61,7 +61,8 @@ def follow_up_record(registration: Mapping, results: Iterable[Mapping], events: 
     for level in ENDPOINT_LEVELS:
         first = next((s for s in since if at_least(s.classification.level, level)), None)
         reached[level] = first.collected_on.isoformat() if first else None
-    current = latest_evaluable(scored)
+    setting = level_setting(scored)
+    current = setting[-1] if setting else None  # the status's response_level
     return {
         "enrolled_on": enrolled,
         "level": current.classification.level if current else None,

@@ -421,6 +421,20 @@ def test_registration_status_and_timeline_conform(call, pid):
     bare = call("GET", f"/v1/patients/{other}/status", STATUS, 200).get_json()
     assert bare["response_level"] is None and bare["milestones"] == []
 
+    # A small undetectable sample last: sensitivity-limited, the current time point not assessable.
+    small = f"P-{uuid.uuid4().hex[:12]}"
+    call(
+        "PUT", f"/v1/patients/{small}", PATIENT, 201, json={"tki": "imatinib", "tki_started_on": "2022-01-03"}
+    )
+    call("POST", RESULTS, RESULTS, 202, json=[
+        result(small, collected_at="2024-01-10", bcr_abl1_copies=50),
+        result(small, collected_at="2024-03-01", bcr_abl1_copies=0, control_copies=500),
+    ])  # fmt: skip
+    wait_status(call.client, small, lambda d: d["results_count"] == 2)
+    limited = call("GET", f"/v1/patients/{small}/status", STATUS, 200).get_json()
+    assert limited["latest_result"]["sensitivity_limited"] is True and limited["response_level"] == "MMR"
+    assert limited["eln_assessment"] == "not_assessable" and limited["response_level_on"] == "2024-01-10"
+
     call.assert_covered("PUT", PATIENT, NEVER_TRIGGERED | {"503"})
     call.assert_covered("GET", STATUS, NEVER_TRIGGERED | {"503"})
     call.assert_covered("GET", TIMELINE, NEVER_TRIGGERED | {"503"})

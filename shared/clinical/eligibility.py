@@ -15,7 +15,7 @@ from typing import Any
 
 from shared.clinical.milestones import failures_after_12m
 from shared.clinical.response import MMR_THRESHOLD, MR4_5_THRESHOLD, at_least
-from shared.clinical.scored import ScoredResult
+from shared.clinical.scored import ScoredResult, level_setting
 from shared.clinical.therapy import SECOND_GENERATION_TKIS, Event, TkiCourse, first_line_status
 from shared.clinical.timeline import days_between, parse_date, years_to_days
 
@@ -55,11 +55,10 @@ def actim_eligibility(
     registration: Mapping[str, Any],
     course: TkiCourse,
     events: Sequence[Event],
-    results: Sequence[ScoredResult],
+    latest: ScoredResult | None,
     assessed_on: date | None,
 ) -> dict[str, Any]:
-    evaluable = [r for r in results if r.classification.evaluable]
-    latest = evaluable[-1] if evaluable else None
+    """ACTIM entry; `latest` is the result the current level comes from (scored.level_setting)."""
     criteria = {
         "imatinib_2_years_stable_dose": _actim_imatinib(registration, course, events, assessed_on),
         "in_mmr": _actim_in_mmr(latest),
@@ -101,7 +100,7 @@ def _actim_imatinib(
 
 def _actim_in_mmr(latest: ScoredResult | None) -> dict[str, Any]:
     if latest is None:
-        return criterion(None, "no evaluable result")
+        return criterion(None, "no result")
     value = latest.classification.upper_is_percent_exact
     met = value <= MMR_THRESHOLD
     return criterion(
@@ -112,13 +111,18 @@ def _actim_in_mmr(latest: ScoredResult | None) -> dict[str, Any]:
 
 def _actim_not_mr4_5(latest: ScoredResult | None) -> dict[str, Any]:
     if latest is None:
-        return criterion(None, "no evaluable result")
+        return criterion(None, "no result")
     c = latest.classification
     if c.detectable:
         # ACTIM: "not in MR4.5" is IS% > 0.0032%, compared exactly on the measured value (even when an
         # inadequate sample caps the scored level at MMR, the measurement itself is in the MR4.5 range).
         met = c.is_percent_exact > MR4_5_THRESHOLD
         return criterion(met, f"latest result {latest.result_id}: IS{' >' if met else ' <='} 0.0032%")
+    if c.sensitivity_limited:
+        # Undetectable below the MR4 band, or with BCR: it cannot show IS% > 0.0032%, nor score MR4.5.
+        return criterion(
+            None, f"latest result {latest.result_id}: undetectable, sensitivity too poor to tell"
+        )
     # Undetectable: the Cross 2015 band decides (e.g. 10,000-31,999 ABL1 copies is scored MR4, not MR4.5).
     met = not at_least(c.level, "MR4.5")
     return criterion(met, f"latest result {latest.result_id}: undetectable, scored {c.level}")
@@ -214,10 +218,11 @@ def _typical_transcript(results: Sequence[ScoredResult]) -> dict[str, Any]:
 
 
 def current_run(results: Sequence[ScoredResult], level: str) -> list[ScoredResult]:
-    """The unbroken run of evaluable results at `level` or deeper that ends with the latest evaluable result
-    (an inadequate undetectable sample neither breaks nor extends a run: response.evaluable)."""
+    """The unbroken run of results at `level` or deeper that ends with the current level's result, over the
+    results that set the level (scored.level_setting): a sensitivity-limited result (an undetectable or
+    capped result in an inadequate sample, an undetectable one with BCR) neither breaks nor extends it."""
     run: list[ScoredResult] = []
-    for result in reversed([r for r in results if r.classification.evaluable]):
+    for result in reversed(level_setting(results)):
         if not at_least(result.classification.level, level):
             break
         run.insert(0, result)
@@ -238,7 +243,7 @@ def _dmr_minimal(results: Sequence[ScoredResult]) -> dict[str, Any]:
         return criterion(None, "no result")
     days = _run_days(results, "MR4")
     if days is None:
-        return criterion(False, "latest evaluable result is not MR4 or deeper")
+        return criterion(False, "the current level is not MR4 or deeper")
     met = days > TFR_DMR_DAYS_MINIMAL
     verdict = "more than" if met else "not more than"
     return criterion(met, f"MR4 or deeper for {days} days, {verdict} {_years(TFR_DMR_DAYS_MINIMAL)}")

@@ -14,17 +14,17 @@ Window rule (the guideline does not say which assay counts; this service applies
 - 3, 6 and 12 months: the result closest to the milestone date within +-1 month (30.4375 days, compared
   exactly on whole days); on a tie the later result counts (it is the more recent information).
 - "Any time after" 12 months: the latest result collected more than 12 months (365.25 days) after TKI start.
-- Only a result that decides the milestone counts. A detectable result does, by its IS%. An undetectable
-  result shows only IS% <= its sensitivity: it decides the milestone when that proves "optimal"; otherwise
-  it cannot tell optimal from warning or failure (true IS% anywhere below its sensitivity), and it never
-  shows a warning or a failure, which need a measured IS% above a bound. Such a result is passed over for
-  a deciding one in the same window; with none, the milestone is "not_assessable" (repeat the sample).
+- The compared value is the result's `upper_is_percent`: the IS% if detectable, else its sensitivity. An
+  undetectable result shows only IS% <= its sensitivity, so it decides the milestone when that proves
+  "optimal"; otherwise the milestone is "not_assessable" (true IS% anywhere below the sensitivity, which
+  cannot tell optimal from warning, and never shows a warning or a failure: those need a measured IS%
+  above a bound). The reason says what the result does rule out; the remedy is to repeat the sample.
+  The result used is still the closest (the latest): an older result is never preferred to it.
 - 3-month failure needs a further detectable result > 10% taken 1-3 months (30.4375-91.3125 days) after
   the 3-month one; "any time after" failures are detectable results > 1%.
 - "not_yet_due": no result yet and the window is still open on the assessment date; "no_result_in_window":
-  the window has closed without a result; "not_assessable": results in the window, none deciding it. A
-  window still open but holding a result is assessed with it, and `window_closed` False says a closer
-  result may still arrive.
+  the window has closed without a result. A window still open but holding a result is assessed with it,
+  and `window_closed` False says a closer result may still arrive.
 
 Resistance mutations and high-risk additional chromosome abnormalities (also failure in ELN 2020) are not
 derivable from BCR-ABL1 quantification and are not assessed here.
@@ -58,6 +58,7 @@ AFTER_12M_BOUNDS: tuple[Fraction, Fraction] = (Fraction("0.1"), Fraction(1))
 FAILURE_AFTER_12M = AFTER_12M_BOUNDS[1]
 
 ASSESSED = ("optimal", "warning", "failure")
+NOT_ASSESSABLE = "not_assessable"
 
 
 def assess_milestones(
@@ -70,8 +71,9 @@ def assess_milestones(
 
 
 def current_assessment(milestones: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """ELN 2020 reports the status at the current time point: the most recent milestone that was assessed."""
-    assessed = [m for m in milestones if m["assessment"] in ASSESSED]
+    """ELN 2020 reports the status at the current time point: the most recent milestone with a result (one
+    that cannot be assessed is reported as such, not replaced by an older milestone)."""
+    assessed = [m for m in milestones if m["assessment"] in (*ASSESSED, NOT_ASSESSABLE)]
     return assessed[-1] if assessed else None
 
 
@@ -103,19 +105,16 @@ def _due_on(tki_started_on: date, target_days: Fraction) -> date:
     return tki_started_on + timedelta(days=math.floor(target_days + Fraction(1, 2)))
 
 
-def _in_window(
+def _closest_in_window(
     tki_started_on: date, results: Sequence[ScoredResult], target_days: Fraction
-) -> list[ScoredResult]:
-    return [
-        r for r in results if abs(days_between(tki_started_on, r.collected_on) - target_days) <= WINDOW_DAYS
-    ]
-
-
-def _closest(tki_started_on: date, results: Sequence[ScoredResult], target_days: Fraction) -> ScoredResult:
-    # Sorted by time, so the last of the equally close results (the more recent information) wins.
-    distance = [abs(days_between(tki_started_on, r.collected_on) - target_days) for r in results]
-    nearest = min(distance)
-    return [r for r, d in zip(results, distance, strict=True) if d == nearest][-1]
+) -> ScoredResult | None:
+    best: ScoredResult | None = None
+    best_distance: Fraction | None = None
+    for result in results:  # sorted by time, so "<=" makes the later of two equally close results win
+        distance = abs(days_between(tki_started_on, result.collected_on) - target_days)
+        if distance <= WINDOW_DAYS and (best_distance is None or distance <= best_distance):
+            best, best_distance = result, distance
+    return best
 
 
 def _fixed_milestone(
@@ -131,13 +130,16 @@ def _fixed_milestone(
         "window_to": (tki_started_on + timedelta(days=math.floor(target + WINDOW_DAYS))).isoformat(),
         "window_closed": window_closed,
     }
-    in_window = _in_window(tki_started_on, results, target)
-    deciding = [r for r in in_window if decides(r, optimal_bound)]
-    if not deciding:
-        return {**base, **_no_result(window_closed, f"{months} months", in_window)}
-    chosen = _closest(tki_started_on, deciding, target)
+    chosen = _closest_in_window(tki_started_on, results, target)
+    if chosen is None:
+        return {**base, **_no_result(window_closed, f"{months} months")}
     value = chosen.classification.upper_is_percent_exact
-    if value <= optimal_bound:
+    if not decides(chosen, optimal_bound):
+        assessment, reason = (
+            NOT_ASSESSABLE,
+            _undecided(value, optimal_bound, warning_bound, f"at {months} months"),
+        )
+    elif value <= optimal_bound:
         assessment, reason = "optimal", f"<= {_pct(optimal_bound)}% at {months} months"
     elif warning_bound is not None and value <= warning_bound:
         assessment, reason = (
@@ -176,13 +178,17 @@ def _after_12m(tki_started_on: date, results: Sequence[ScoredResult], assessed_o
     }
     optimal_bound, warning_bound = AFTER_12M_BOUNDS
     later = [r for r in results if days_between(tki_started_on, r.collected_on) > AFTER_12M_DAYS]
-    deciding = [r for r in later if decides(r, optimal_bound)]
-    if not deciding:
+    if not later:
         passed = days_between(tki_started_on, assessed_on) > AFTER_12M_DAYS
-        return {**base, **_no_result(passed, "after 12 months", later)}
-    latest = deciding[-1]
+        return {**base, **_no_result(passed, "after 12 months")}
+    latest = later[-1]
     value = latest.classification.upper_is_percent_exact
-    if value <= optimal_bound:
+    if not decides(latest, optimal_bound):
+        assessment, reason = (
+            NOT_ASSESSABLE,
+            _undecided(value, optimal_bound, warning_bound, "after 12 months"),
+        )
+    elif value <= optimal_bound:
         assessment, reason = "optimal", "<= 0.1% (in MMR) after 12 months"
     elif value <= warning_bound:
         assessment, reason = "warning", "> 0.1-1% after 12 months (not in MMR / loss of MMR)"
@@ -191,14 +197,18 @@ def _after_12m(tki_started_on: date, results: Sequence[ScoredResult], assessed_o
     return {**base, **_with_result(latest, assessment, reason)}
 
 
-def _no_result(window_passed: bool, when: str, undecided: Sequence[ScoredResult]) -> dict[str, Any]:
-    if undecided:
-        ids = ", ".join(r.result_id for r in undecided)
-        assessment, reason = (
-            "not_assessable",
-            f"results for {when} ({ids}) are undetectable at a sensitivity too poor to decide it: repeat",
-        )
-    elif window_passed:
+def _undecided(sensitivity: Fraction, optimal: Fraction, warning: Fraction | None, when: str) -> str:
+    # What an undetectable result of poor sensitivity still rules out: a failure, if its bound is below
+    # the failure threshold; never optimal versus warning.
+    rules_out = "" if warning is None or sensitivity > warning else f", so not > {_pct(warning)} (no failure)"
+    return (
+        f"IS <= {_pct(sensitivity)}%{rules_out}; cannot tell <= {_pct(optimal)}% from above it {when}: repeat"
+        " the sample with more control-gene copies"
+    )
+
+
+def _no_result(window_passed: bool, when: str) -> dict[str, Any]:
+    if window_passed:
         assessment, reason = "no_result_in_window", f"no result in the window for {when}"
     else:
         assessment, reason = "not_yet_due", f"window for {when} still open and no result yet"

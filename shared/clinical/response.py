@@ -132,8 +132,9 @@ class Classification:
     reason: str
     upper_is_percent: float
     control_gene: str
-    # Whether the result shows the patient's current response (see `evaluable`).
-    evaluable: bool
+    # The level is what the sample's sensitivity can show, not a measurement: the true response may be
+    # deeper. Such a result can show an improvement, never a worsening (see scored.level_setting).
+    sensitivity_limited: bool
     # Exact values that threshold rules compare (milestones, loss of MMR, ACTIM); not exported.
     is_percent_exact: Fraction | None = field(default=None, repr=False)
     upper_is_percent_exact: Fraction = field(default=Fraction(0), repr=False)
@@ -152,7 +153,7 @@ class Classification:
             "reason": self.reason,
             "upper_is_percent": self.upper_is_percent,
             "control_gene": self.control_gene,
-            "evaluable": self.evaluable,
+            "sensitivity_limited": self.sensitivity_limited,
         }
 
 
@@ -205,19 +206,6 @@ def _adequacy(control_gene: str, control: Fraction) -> bool | None:
     return None if minimum is None else control >= minimum
 
 
-def evaluable(detectable: bool, adequate: bool | None) -> bool:
-    """Whether a result shows the patient's current response: the status's latest level, the current loss
-    of MMR, ACTIM entry, the runs of deep response that TFR counts.
-
-    A detectable result is a measurement. An undetectable result in a sample below 10,000 ABL1 / 24,000 GUSB
-    copies is inadequate (Cross 2015; clinical-rules.md s.1): it shows only that IS% is below its poor
-    sensitivity, which says nothing of a change in response, so it is reported but not counted as the
-    patient's current level (a patient in MR4 is not "MMR now" because one sample was small). BCR has no
-    Cross 2015 adequacy figure: an undetectable BCR result counts at the level its sensitivity shows.
-    """
-    return detectable or adequate is not False
-
-
 def _classify_detectable(
     control_gene: str, control: Fraction, is_exact: Fraction, sensitivity: Fraction
 ) -> Classification:
@@ -254,7 +242,8 @@ def _classify_detectable(
         # A detectable result can score a deep level unless inadequacy caps it (BCR: scored by IS% alone).
         deep_response_evaluable=adequate is not False,
         reason=reason,
-        evaluable=evaluable(True, adequate),
+        # Capped at MMR by an inadequate sample: the measured IS% is in the MR4-or-deeper range.
+        sensitivity_limited=level != by_is,
         upper_is_percent=float(is_exact),
         control_gene=control_gene,
         is_percent_exact=is_exact,
@@ -287,7 +276,7 @@ def _classify_undetectable(control_gene: str, control: Fraction, sensitivity: Fr
         adequate=adequate,
         deep_response_evaluable=band_level is not None,
         reason=reason,
-        evaluable=evaluable(False, adequate),
+        sensitivity_limited=band_level is None,
         upper_is_percent=float(sensitivity),
         control_gene=control_gene,
         is_percent_exact=None,
@@ -313,6 +302,5 @@ def _insufficient_reason(control_gene: str, control: Fraction, sensitivity: Frac
     needed = UNDETECTABLE_BANDS[control_gene][-1][1]
     return (
         f"undetectable; {control_gene} {format_copies(control)} copies is below the {needed:,} needed to"
-        f" score MR4 (Cross 2015), insufficient sensitivity for MR4: {shows}; inadequate sample, not"
-        " counted as the patient's current response"
+        f" score MR4 (Cross 2015), insufficient sensitivity for MR4: {shows}"
     )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from shared.clinical.response import Classification, classify_result
+from shared.clinical.response import Classification, classify_result, level_rank
 from shared.clinical.timeline import parse_date
 
 # Results with this status stay stored for audit but are excluded from every computation.
@@ -61,7 +61,23 @@ def score_results(raw_results: Iterable[Mapping[str, Any]]) -> tuple[list[Scored
     return included, withdrawn
 
 
-def latest_evaluable(scored: Sequence[ScoredResult]) -> ScoredResult | None:
-    """The latest result that shows the current response (an undetectable result in an inadequate sample
-    does not: response.evaluable, Cross 2015)."""
-    return next((r for r in reversed(scored) if r.classification.evaluable), None)
+def level_setting(scored: Sequence[ScoredResult]) -> list[ScoredResult]:
+    """The results that set the patient's current level, in time order.
+
+    A result scored by its measurement (or by a Cross 2015 undetectable band) always does. A
+    sensitivity-limited one (undetectable in too few control copies, or with BCR as control; detectable in
+    an inadequate sample and capped at MMR) proves only that IS% is at or below what it shows: it can show
+    an improvement, never a worsening. It sets the level only where it shows a deeper one than the level
+    before; otherwise it says nothing new (a patient in MR4 is not "MMR now" because one sample was small,
+    and a patient at 0.5% whose small sample shows IS <= 0.02% is back in MMR).
+    """
+    setting: list[ScoredResult] = []
+    for result in scored:
+        c = result.classification
+        if (
+            not c.sensitivity_limited
+            or not setting
+            or level_rank(c.level) > level_rank(setting[-1].classification.level)
+        ):
+            setting.append(result)
+    return setting

@@ -18,7 +18,7 @@ from typing import Any
 from shared.clinical.eligibility import actim_eligibility, tfr_eligibility
 from shared.clinical.milestones import assess_milestones, current_assessment
 from shared.clinical.response import LEVELS, MMR_THRESHOLD, at_least, level_rank
-from shared.clinical.scored import ScoredResult, latest_evaluable, score_results
+from shared.clinical.scored import ScoredResult, level_setting, score_results
 from shared.clinical.therapy import Event, parse_events, tki_course
 from shared.clinical.timeline import iso, months_between, parse_date
 
@@ -47,26 +47,27 @@ def patient_status(
     milestones, milestones_reason = _milestones(tki_started_on, scored, assessed_on)
     current = current_assessment(milestones)
     latest = scored[-1] if scored else None
-    evaluated = latest_evaluable(scored)
+    setting = level_setting(scored)
+    at_level = setting[-1] if setting else None  # the result the current level comes from
     return {
         "patient_id": registration["patient_id"],
         "assessed_on": iso(assessed_on),
         "results_count": len(scored),
         "results_withdrawn": withdrawn,
-        "response_level": None if evaluated is None else evaluated.classification.level,
-        "is_percent": None if evaluated is None else evaluated.classification.is_percent,
-        "response_level_on": None if evaluated is None else evaluated.collected_on.isoformat(),
+        "response_level": None if at_level is None else at_level.classification.level,
+        "is_percent": None if at_level is None else at_level.classification.is_percent,
+        "response_level_on": None if at_level is None else at_level.collected_on.isoformat(),
         "latest_result": None if latest is None else _result_view(latest),
         **_best(scored),
         "first_reached": {level: _first_reached(scored, level) for level in FIRST_REACHED_LEVELS},
         "months_from_enrollment": _months(enrolled_on, assessed_on),
         "months_from_tki_start": _months(tki_started_on, assessed_on),
-        "loss_of_mmr": loss_of_mmr(scored),
+        "loss_of_mmr": loss_of_mmr(setting),
         "milestones": milestones,
         "milestones_reason": milestones_reason,
         "eln_assessment": None if current is None else current["assessment"],
         "eln_assessment_milestone": None if current is None else current["milestone"],
-        "actim_eligible": actim_eligibility(registration, course, timeline, scored, assessed_on),
+        "actim_eligible": actim_eligibility(registration, course, timeline, at_level, assessed_on),
         "tfr_eligibility": tfr_eligibility(registration, course, timeline, scored, milestones, assessed_on),
         "events": [event.to_dict() for event in timeline],
         "on_tki": course.on_tki,
@@ -128,16 +129,16 @@ def _is_loss(result: ScoredResult) -> bool:
     return exact is not None and exact > MMR_THRESHOLD
 
 
-def loss_of_mmr(scored: Sequence[ScoredResult]) -> dict[str, Any]:
-    """Loss of MMR after MMR was first reached (clinical-rules.md s.3).
+def loss_of_mmr(setting: Sequence[ScoredResult]) -> dict[str, Any]:
+    """Loss of MMR after MMR was first reached (clinical-rules.md s.3), over the results that set the
+    current level (scored.level_setting): a small sample that shows nothing new neither breaks two
+    consecutive losses nor ends one; one that shows MMR again does.
 
     Single loss: any later result > 0.1% (ELN 2020: warning on TKI; trigger to resume TKI in TFR).
     Confirmed loss: two consecutive results > 0.1%, one of them >= 1% (ELN 2013, Baccarani Blood 2013).
     """
-    first_mmr = next((i for i, r in enumerate(scored) if at_least(r.classification.level, "MMR")), None)
-    # "Consecutive" and "current" over the results that show the response: an inadequate sample between
-    # two losses neither breaks nor confirms them.
-    after = [] if first_mmr is None else [r for r in scored[first_mmr + 1 :] if r.classification.evaluable]
+    first_mmr = next((i for i, r in enumerate(setting) if at_least(r.classification.level, "MMR")), None)
+    after = [] if first_mmr is None else list(setting[first_mmr + 1 :])
     losses = [r for r in after if _is_loss(r)]
     confirmed_on = None
     for earlier, later in zip(after, after[1:], strict=False):

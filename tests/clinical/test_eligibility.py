@@ -120,6 +120,16 @@ def test_actim_undetectable_scored_by_band(copies: int, not_mr45: bool) -> None:
     assert a["criteria"]["not_in_mr4_5"]["met"] is not_mr45
 
 
+@pytest.mark.parametrize("copies", [5_000, 1_000_000])
+def test_actim_not_in_mr4_5_unknown_from_a_sensitivity_limited_result(copies: int) -> None:
+    # Undetectable with BCR (no Cross 2015 bands) or in too few ABL1 copies: it cannot show IS > 0.0032%,
+    # and cannot score MR4.5 either, however many copies: unknown, not "not in MR4.5".
+    gene = "BCR" if copies > 100_000 else "ABL1"
+    a = _actim([result("a", N, bcr_abl1_copies=0, control_gene=gene, control_copies=copies)])
+    assert a["criteria"]["not_in_mr4_5"]["met"] is None and a["eligible"] is None
+    assert a["criteria"]["in_mmr"]["met"] is True
+
+
 def test_actim_no_results_unknown() -> None:
     # An event sets the assessment date past 2 years; without a result the response criteria are unknown.
     a = _actim([], [event("e1", "add_on_started", N, note="pioglitazone")])
@@ -220,6 +230,22 @@ def test_tfr_inadequate_undetectable_neither_breaks_nor_extends_dmr(run_days: in
     assert _tfr(sorted(mid, key=lambda r: r["collected_at"]))["minimal"]["criteria"]["dmr_over_2_years"][
         "met"
     ]
+
+
+@pytest.mark.parametrize(
+    "small",
+    [
+        {"control_gene": "BCR", "control_copies": 500_000, "bcr_abl1_copies": 0},  # no deep bands for BCR
+        {"control_copies": 9_000, "is_percent": 0.004},  # detectable, capped at MMR by an inadequate sample
+        {"control_copies": 5_000, "bcr_abl1_copies": 0},  # undetectable below the MR4 band
+    ],
+)
+def test_tfr_sensitivity_limited_result_does_not_break_a_dmr_run(small: dict) -> None:
+    results = _dmr_history(N - 2000)
+    results.append(result("small", N - 1000, **small))
+    results.sort(key=lambda r: r["collected_at"])
+    c = _tfr(results)["minimal"]["criteria"]["dmr_over_2_years"]
+    assert c["met"] is True and "for 2000 days" in c["detail"]
 
 
 @pytest.mark.parametrize(("run_days", "met"), [(730, False), (731, True)])

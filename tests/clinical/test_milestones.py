@@ -145,25 +145,31 @@ def test_tie_on_same_timestamp_broken_by_result_id() -> None:
 
 
 @pytest.mark.parametrize(
-    ("copies", "expected"),
-    [(1_000, "optimal"), (999, "not_assessable"), (500, "not_assessable"), (50, "not_assessable")],
-)
-def test_undetectable_decides_only_what_its_sensitivity_proves(copies: int, expected: str) -> None:
-    # Undetectable in 1,000 ABL1 shows IS <= 0.1%: 12-month optimal. In 500 it shows only IS <= 0.2%, which
-    # cannot tell optimal from warning, and in 50 (IS <= 2%) never a failure: no measured IS% is above 1%.
+    ("copies", "expected", "no_failure"),
+    [(1_000, "optimal", None), (999, "not_assessable", True), (100, "not_assessable", True),
+     (99, "not_assessable", False), (50, "not_assessable", False)],
+)  # fmt: skip
+def test_undetectable_decides_only_what_its_sensitivity_proves(
+    copies: int, expected: str, no_failure: bool | None
+) -> None:
+    # Undetectable in 1,000 ABL1 shows IS <= 0.1%: 12-month optimal. In 500 it shows only IS <= 0.2%: not a
+    # failure (> 1%), but optimal or warning cannot be told; in 50 (IS <= 2%) not even that. Never a failure:
+    # that needs a measured IS% above 1%.
     m = _assess([undetectable("u", DAY_12M, control_copies=copies)], 2000)["12m"]
-    assert m["assessment"] == expected
-    if expected == "optimal":
-        assert m["result_id"] == "u" and m["is_percent"] == pytest.approx(0.1)
-    else:
-        assert m["result_id"] is None and "u" in m["reason"] and "repeat" in m["reason"]
+    assert m["assessment"] == expected and m["result_id"] == "u"
+    assert m["is_percent"] == pytest.approx(100 / copies)
+    if expected == "not_assessable":
+        assert "repeat" in m["reason"] and ("no failure" in m["reason"]) is no_failure
 
 
-def test_undeciding_undetectable_passed_over_for_a_result_in_the_window() -> None:
-    farther = result("measured", DAY_12M - 25, is_percent=0.5)
-    closer = undetectable("small", DAY_12M, control_copies=50)
-    m = _assess([farther, closer], 2000)["12m"]
-    assert m["result_id"] == "measured" and m["assessment"] == "warning"
+def test_the_closest_result_counts_even_when_it_cannot_decide() -> None:
+    # 2% eight days before the milestone, then undetectable at IS <= 0.2% on the day: the newer result rules
+    # out the failure the older one would give, so the milestone cannot be assessed (never "failure").
+    older = result("older", DAY_12M - 20, is_percent=2.0)
+    closer = undetectable("small", DAY_12M + 3, control_copies=500)
+    m = _assess([older, closer], 2000)["12m"]
+    assert m["result_id"] == "small" and m["assessment"] == "not_assessable"
+    assert "no failure" in m["reason"]
 
 
 def test_undetectable_small_sample_is_never_a_failure() -> None:
@@ -179,10 +185,24 @@ def test_undetectable_small_sample_is_never_a_failure() -> None:
     assert [r.result_id for r in failures_after_12m(START, measured)] == ["m20"]
 
 
-def test_after_12m_passes_over_an_undeciding_latest_result() -> None:
-    results = [result("m18", 548, is_percent=0.05), undetectable("m20", 600, control_copies=50)]
-    m = _assess(results, 2000)["after_12m"]
-    assert m["result_id"] == "m18" and m["assessment"] == "optimal"
+def test_after_12m_never_reaches_back_past_the_latest_result() -> None:
+    # 2% at month 13, then years of small undetectable samples (IS <= 0.2%): not a failure "now".
+    results = [result("m13", 396, is_percent=2.0)]
+    results += [undetectable(f"m{m}", round(m * MONTH), control_copies=500) for m in (24, 36, 48, 60)]
+    scored, _ = score_results(results)
+    ms = assess_milestones(START, scored, START + timedelta(days=round(60 * MONTH)))
+    after = {m["milestone"]: m for m in ms}["after_12m"]
+    assert after["result_id"] == "m60" and after["assessment"] == "not_assessable"
+    assert current_assessment(ms)["assessment"] == "not_assessable"  # not the older "failure"
+
+
+def test_current_assessment_does_not_fall_back_past_an_unassessable_time_point() -> None:
+    results = [result("m12", DAY_12M, is_percent=0.05), undetectable("m18", 548, control_copies=900)]
+    scored, _ = score_results(results)
+    ms = assess_milestones(START, scored, START + timedelta(days=548))
+    assert {m["milestone"]: m for m in ms}["12m"]["assessment"] == "optimal"
+    assert current_assessment(ms)["milestone"] == "after_12m"
+    assert current_assessment(ms)["assessment"] == "not_assessable"
 
 
 def test_small_undetectable_sample_cannot_confirm_a_three_month_failure() -> None:

@@ -281,21 +281,24 @@ def test_adequacy_edge(gene: str) -> None:
 
 @pytest.mark.parametrize("gene", ["ABL1", "GUSB"])
 @pytest.mark.parametrize("offset", [-1, 0, 1])
-def test_evaluable_edge(gene: str, offset: int) -> None:
-    # An undetectable result counts as the current response only from the adequacy figure up (Cross 2015);
-    # a detectable one always does, however small the sample.
+def test_sensitivity_limited_edge(gene: str, offset: int) -> None:
+    # The level is what the sample's sensitivity can show, not a measurement, below the MR4 band / adequacy
+    # figure: undetectable there, or detectable in the MR4-or-deeper range and capped at MMR.
     copies = ADEQUATE[gene] + offset
     undetected = classify_result(control_gene=gene, control_copies=copies, bcr_abl1_copies=0)
-    detected = classify_result(control_gene=gene, control_copies=copies, bcr_abl1_copies=3)
-    assert undetected.evaluable is (offset >= 0) and undetected.to_dict()["evaluable"] is (offset >= 0)
-    assert detected.evaluable is True
-    if offset < 0:
-        assert "not counted as the patient's current response" in undetected.reason
+    capped = classify_result(control_gene=gene, control_copies=copies, is_percent=0.005)
+    measured = classify_result(control_gene=gene, control_copies=copies, is_percent=0.05)
+    assert undetected.sensitivity_limited is (offset < 0) and capped.sensitivity_limited is (offset < 0)
+    assert undetected.to_dict()["sensitivity_limited"] is (offset < 0)
+    assert capped.level == ("MMR" if offset < 0 else "MR4")
+    assert measured.sensitivity_limited is False and measured.level == "MMR"
 
 
-def test_bcr_undetectable_is_evaluable_at_what_it_shows() -> None:
-    c = classify_result(control_gene="BCR", control_copies=100_000, bcr_abl1_copies=0)
-    assert c.evaluable is True and c.level == "MMR"
+def test_bcr_undetectable_is_sensitivity_limited() -> None:
+    c = classify_result(control_gene="BCR", control_copies=1_000_000, bcr_abl1_copies=0)
+    assert c.sensitivity_limited is True and c.level == "MMR"
+    detected = classify_result(control_gene="BCR", control_copies=50_000, bcr_abl1_copies=2.5)
+    assert detected.sensitivity_limited is False and detected.level == "MR4"
 
 
 def test_inadequate_detectable_is_scored_by_is_when_not_deep() -> None:

@@ -237,22 +237,40 @@ def test_undetectable_with_poor_sensitivity_is_not_a_loss() -> None:
 
 def test_undetectable_insufficient_never_reaches_mr4() -> None:
     s = _status([undetectable("a", 400, control_copies=9_999)])
-    # Inadequate (Cross 2015): shown as the latest result, scored MMR at best, not the current level.
-    assert s["latest_result"]["level"] == "MMR" and s["latest_result"]["evaluable"] is False
-    assert s["response_level"] is None and s["response_level_on"] is None
+    # Shows IS <= 0.010001%: MMR at best (Cross 2015), and that is what it proves: the current level.
+    assert s["latest_result"]["level"] == "MMR" and s["latest_result"]["sensitivity_limited"] is True
+    assert s["response_level"] == "MMR" and s["response_level_on"] == day(400)
     assert s["first_reached"]["MR4"] is None and s["first_reached"]["MMR"] == day(400)
 
 
-@pytest.mark.parametrize(("copies", "evaluable"), [(9_999, False), (10_000, True)])
-def test_current_level_is_the_latest_evaluable_result(copies: int, evaluable: bool) -> None:
+@pytest.mark.parametrize(("copies", "level_from"), [(9_999, 400), (10_000, 500)])
+def test_a_small_sample_never_shows_a_worsening(copies: int, level_from: int) -> None:
     # A patient in MR4 whose latest sample is undetectable in too few ABL1 copies is still in MR4 as far as
     # anything shows: the small sample is reported (latest_result), not taken as a fall to MMR.
     results = [result("a", 400, is_percent=0.005), undetectable("b", 500, control_copies=copies)]
     s = _status(results)
-    assert s["latest_result"]["result_id"] == "b" and s["latest_result"]["evaluable"] is evaluable
-    assert s["response_level"] == "MR4"  # from b (the MR4 band) or, b being inadequate, from a
-    assert s["response_level_on"] == (day(500) if evaluable else day(400))
-    assert s["is_percent"] == (None if evaluable else 0.005)
+    assert s["latest_result"]["result_id"] == "b"
+    assert s["response_level"] == "MR4" and s["response_level_on"] == day(level_from)
+
+
+def test_a_small_sample_shows_an_improvement() -> None:
+    # 0.5% (a loss of MMR), then undetectable in 5,000 ABL1: IS <= 0.02%, back in MMR, which it proves.
+    results = [result("a", 100, is_percent=0.05), result("b", 200, is_percent=0.5)]
+    small = undetectable("c", 300, control_copies=5_000)
+    before, after = _status(results), _status([*results, small])
+    assert before["response_level"] == "MR2" and before["loss_of_mmr"]["current"] is True
+    assert after["response_level"] == "MMR" and after["response_level_on"] == day(300)
+    assert after["loss_of_mmr"]["current"] is False and after["loss_of_mmr"]["lost"] is True
+    assert after["actim_eligible"]["criteria"]["in_mmr"]["met"] is True
+    assert after["eln_assessment"] == "optimal"  # the same sample decides "any time after 12 months"
+
+
+def test_only_small_samples_show_what_they_prove() -> None:
+    s = _status([undetectable(f"u{d}", d, control_copies=5_000) for d in (91, 183, 365, 730, 1095)])
+    assert s["response_level"] == "MMR" and s["best_level"] == "MMR"
+    assert s["actim_eligible"]["criteria"]["in_mmr"]["met"] is True
+    assert s["actim_eligible"]["criteria"]["not_in_mr4_5"]["met"] is None  # cannot tell
+    assert s["tfr_eligibility"]["minimal"]["criteria"]["dmr_over_2_years"]["met"] is False
 
 
 def test_small_sample_after_a_loss_leaves_the_loss_current() -> None:
