@@ -16,6 +16,7 @@ from pathlib import Path
 from shared import cohorts
 from shared.clinical.scored import WITHDRAWN_STATUS, score_result
 from shared.clinical.status import patient_status
+from shared.clinical.timeline import collection_order
 from shared.cohort_store import CohortSnapshot
 from shared.store import PatientData
 
@@ -34,7 +35,7 @@ def patient_documents(data: PatientData) -> tuple[dict, dict, dict]:
     """(status document, timeline document, cohort follow-up record) of one patient."""
     envelope = {"patient_id": data.patient_id, "computed_at": _now(), "data_version": data.version}
     status = {**envelope, "pending": False, **patient_status(data.registration, data.results, data.events)}
-    ordered = sorted(data.results, key=lambda r: (r["collected_at"][:10], r["collected_at"], r["result_id"]))
+    ordered = sorted(data.results, key=lambda r: collection_order(r["collected_at"], r["result_id"]))
     timeline = {**envelope, "pending": False, "results": [_timeline_entry(r) for r in ordered]}
     record = cohorts.follow_up_record(data.registration, data.results, data.events)
     return status, timeline, record

@@ -14,8 +14,8 @@ from fractions import Fraction
 from typing import Any
 
 from shared.clinical.milestones import failures_after_12m
-from shared.clinical.response import MMR_THRESHOLD, MR4_5_THRESHOLD, at_least
-from shared.clinical.scored import ScoredResult, level_setting
+from shared.clinical.response import MMR_THRESHOLD, MR4_5_THRESHOLD, at_least, level_upper_bound
+from shared.clinical.scored import ScoredResult
 from shared.clinical.therapy import SECOND_GENERATION_TKIS, Event, TkiCourse, first_line_status
 from shared.clinical.timeline import days_between, parse_date, years_to_days
 
@@ -58,7 +58,8 @@ def actim_eligibility(
     latest: ScoredResult | None,
     assessed_on: date | None,
 ) -> dict[str, Any]:
-    """ACTIM entry; `latest` is the result the current level comes from (scored.level_setting)."""
+    """ACTIM entry, judged on the latest result: where its sensitivity cannot tell, the criterion is
+    unknown (repeat the sample), never taken from an older result."""
     criteria = {
         "imatinib_2_years_stable_dose": _actim_imatinib(registration, course, events, assessed_on),
         "in_mmr": _actim_in_mmr(latest),
@@ -102,6 +103,10 @@ def _actim_in_mmr(latest: ScoredResult | None) -> dict[str, Any]:
     if latest is None:
         return criterion(None, "no result")
     value = latest.classification.upper_is_percent_exact
+    if not latest.classification.detectable and value > MMR_THRESHOLD:
+        return criterion(
+            None, f"latest result {latest.result_id}: undetectable, sensitivity too poor to tell"
+        )
     met = value <= MMR_THRESHOLD
     return criterion(
         met,
@@ -218,12 +223,22 @@ def _typical_transcript(results: Sequence[ScoredResult]) -> dict[str, Any]:
 
 
 def current_run(results: Sequence[ScoredResult], level: str) -> list[ScoredResult]:
-    """The unbroken run of results at `level` or deeper that ends with the current level's result, over the
-    results that set the level (scored.level_setting): a sensitivity-limited result (an undetectable or
-    capped result in an inadequate sample, an undetectable one with BCR) neither breaks nor extends it."""
+    """The unbroken run of results at `level` or deeper up to the latest result.
+
+    A measured IS% above the level's bound ends it, and so does an undetectable result scored shallower
+    by its Cross 2015 band. A sensitivity-limited result (undetectable in too few control copies or with
+    BCR; detectable in an inadequate sample, capped at MMR, measured within the bound) can neither show
+    the level nor show it lost: it neither extends nor ends the run.
+    """
+    bound = level_upper_bound(level)
     run: list[ScoredResult] = []
-    for result in reversed(level_setting(results)):
-        if not at_least(result.classification.level, level):
+    for result in reversed(results):
+        c = result.classification
+        if c.is_percent_exact is not None and c.is_percent_exact > bound:
+            break
+        if c.sensitivity_limited:
+            continue
+        if not at_least(c.level, level):
             break
         run.insert(0, result)
     return run
@@ -243,7 +258,7 @@ def _dmr_minimal(results: Sequence[ScoredResult]) -> dict[str, Any]:
         return criterion(None, "no result")
     days = _run_days(results, "MR4")
     if days is None:
-        return criterion(False, "the current level is not MR4 or deeper")
+        return criterion(False, "no current run of MR4 or deeper up to the latest result")
     met = days > TFR_DMR_DAYS_MINIMAL
     verdict = "more than" if met else "not more than"
     return criterion(met, f"MR4 or deeper for {days} days, {verdict} {_years(TFR_DMR_DAYS_MINIMAL)}")

@@ -200,7 +200,9 @@ def _after_12m(tki_started_on: date, results: Sequence[ScoredResult], assessed_o
 def _undecided(sensitivity: Fraction, optimal: Fraction, warning: Fraction | None, when: str) -> str:
     # What an undetectable result of poor sensitivity still rules out: a failure, if its bound is below
     # the failure threshold; never optimal versus warning.
-    rules_out = "" if warning is None or sensitivity > warning else f", so not > {_pct(warning)} (no failure)"
+    rules_out = (
+        "" if warning is None or sensitivity > warning else f", so not > {_pct(warning)}% (no failure)"
+    )
     return (
         f"IS <= {_pct(sensitivity)}%{rules_out}; cannot tell <= {_pct(optimal)}% from above it {when}: repeat"
         " the sample with more control-gene copies"

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from shared.clinical.response import Classification, classify_result, level_rank
-from shared.clinical.timeline import parse_date
+from shared.clinical.response import Classification, classify_result, level_rank, level_upper_bound
+from shared.clinical.timeline import collection_order, parse_date
 
 # Results with this status stay stored for audit but are excluded from every computation.
 WITHDRAWN_STATUS = "entered-in-error"
@@ -22,10 +22,8 @@ class ScoredResult:
     classification: Classification
     transcript: str | None = None
 
-    def sort_key(self) -> tuple[date, str, str]:
-        # Day as written first; then the original string (orders times within a day); then result_id, so
-        # the order never depends on the order the store returned the results in.
-        return (self.collected_on, self.collected_at, self.result_id)
+    def sort_key(self) -> tuple:
+        return collection_order(self.collected_at, self.result_id)
 
 
 def score_result(raw: Mapping[str, Any]) -> ScoredResult:
@@ -65,19 +63,26 @@ def level_setting(scored: Sequence[ScoredResult]) -> list[ScoredResult]:
     """The results that set the patient's current level, in time order.
 
     A result scored by its measurement (or by a Cross 2015 undetectable band) always does. A
-    sensitivity-limited one (undetectable in too few control copies, or with BCR as control; detectable in
-    an inadequate sample and capped at MMR) proves only that IS% is at or below what it shows: it can show
-    an improvement, never a worsening. It sets the level only where it shows a deeper one than the level
-    before; otherwise it says nothing new (a patient in MR4 is not "MMR now" because one sample was small,
-    and a patient at 0.5% whose small sample shows IS <= 0.02% is back in MMR).
+    sensitivity-limited one cannot show the level it would otherwise: undetectable in too few control
+    copies (or with BCR as control) it proves only that IS% is at or below its sensitivity, which can show
+    an improvement, never a worsening; detectable in an inadequate sample and capped at MMR, it is a
+    measurement that cannot claim MR4 or deeper. It sets the level only where it shows a deeper one than
+    the level before, or (detectable) a measured IS% above that level's bound; otherwise it says nothing
+    new (a patient in MR4 is not "MMR now" because one sample was small, and a patient at 0.5% whose
+    small sample shows IS <= 0.02% is back in MMR).
     """
     setting: list[ScoredResult] = []
     for result in scored:
-        c = result.classification
-        if (
-            not c.sensitivity_limited
-            or not setting
-            or level_rank(c.level) > level_rank(setting[-1].classification.level)
-        ):
+        before = setting[-1].classification.level if setting else "NONE"
+        if not result.classification.sensitivity_limited or _shows_a_change(result.classification, before):
             setting.append(result)
     return setting
+
+
+def _shows_a_change(c: Classification, before: str) -> bool:
+    # A deeper level than before (an improvement; with nothing before, at least MR1), or a measured IS%
+    # above the bound of the level before: a detectable result capped at MMR is still a measurement.
+    if level_rank(c.level) > level_rank(before):
+        return True
+    bound = level_upper_bound(before)
+    return c.is_percent_exact is not None and bound is not None and c.is_percent_exact > bound

@@ -62,12 +62,12 @@ def patient_status(
         "first_reached": {level: _first_reached(scored, level) for level in FIRST_REACHED_LEVELS},
         "months_from_enrollment": _months(enrolled_on, assessed_on),
         "months_from_tki_start": _months(tki_started_on, assessed_on),
-        "loss_of_mmr": loss_of_mmr(setting),
+        "loss_of_mmr": loss_of_mmr(scored),
         "milestones": milestones,
         "milestones_reason": milestones_reason,
         "eln_assessment": None if current is None else current["assessment"],
         "eln_assessment_milestone": None if current is None else current["milestone"],
-        "actim_eligible": actim_eligibility(registration, course, timeline, at_level, assessed_on),
+        "actim_eligible": actim_eligibility(registration, course, timeline, latest, assessed_on),
         "tfr_eligibility": tfr_eligibility(registration, course, timeline, scored, milestones, assessed_on),
         "events": [event.to_dict() for event in timeline],
         "on_tki": course.on_tki,
@@ -129,16 +129,22 @@ def _is_loss(result: ScoredResult) -> bool:
     return exact is not None and exact > MMR_THRESHOLD
 
 
-def loss_of_mmr(setting: Sequence[ScoredResult]) -> dict[str, Any]:
-    """Loss of MMR after MMR was first reached (clinical-rules.md s.3), over the results that set the
-    current level (scored.level_setting): a small sample that shows nothing new neither breaks two
-    consecutive losses nor ends one; one that shows MMR again does.
+def _tells_mmr(result: ScoredResult) -> bool:
+    # In MMR or not: a measurement tells, and so does an undetectable result whose sensitivity is within
+    # 0.1%; one of poorer sensitivity cannot tell, and neither ends a loss nor parts two consecutive ones.
+    c = result.classification
+    return c.detectable or c.upper_is_percent_exact <= MMR_THRESHOLD
+
+
+def loss_of_mmr(scored: Sequence[ScoredResult]) -> dict[str, Any]:
+    """Loss of MMR after MMR was first reached (clinical-rules.md s.3), over the results that can tell
+    whether the patient is in MMR.
 
     Single loss: any later result > 0.1% (ELN 2020: warning on TKI; trigger to resume TKI in TFR).
     Confirmed loss: two consecutive results > 0.1%, one of them >= 1% (ELN 2013, Baccarani Blood 2013).
     """
-    first_mmr = next((i for i, r in enumerate(setting) if at_least(r.classification.level, "MMR")), None)
-    after = [] if first_mmr is None else list(setting[first_mmr + 1 :])
+    first_mmr = next((i for i, r in enumerate(scored) if at_least(r.classification.level, "MMR")), None)
+    after = [] if first_mmr is None else [r for r in scored[first_mmr + 1 :] if _tells_mmr(r)]
     losses = [r for r in after if _is_loss(r)]
     confirmed_on = None
     for earlier, later in zip(after, after[1:], strict=False):

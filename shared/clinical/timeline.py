@@ -7,7 +7,7 @@ decided exactly on whole days, never by float rounding.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from fractions import Fraction
 
 DAYS_PER_MONTH = 365.25 / 12  # = 30.4375 exactly in binary floating point
@@ -54,6 +54,19 @@ def parse_date(value: str | date | datetime) -> date:
         return datetime.fromisoformat(text).date()
     except ValueError:
         raise ValueError(f"not an ISO 8601 date or date-time: {value!r}") from None
+
+
+def collection_order(collected_at: str, result_id: str) -> tuple:
+    """Sort key of results in collection order: by the day as written; within a day, results with a time
+    by the instant (offsets compared: "23:30+02:00" is before "22:00Z"; a time without offset is taken as
+    UTC), after those with a date only; then result_id, so the order never depends on storage order."""
+    day = parse_date(collected_at)
+    if len(collected_at.strip()) == 10:
+        return (day, 0, 0.0, result_id)
+    moment = datetime.fromisoformat(collected_at.strip())
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (day, 1, moment.timestamp(), result_id)
 
 
 def iso(value: date | None) -> str | None:

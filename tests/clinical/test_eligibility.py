@@ -248,6 +248,19 @@ def test_tfr_sensitivity_limited_result_does_not_break_a_dmr_run(small: dict) ->
     assert c["met"] is True and "for 2000 days" in c["detail"]
 
 
+def test_tfr_a_measured_result_in_a_small_sample_ends_an_mr4_5_run_not_an_mr4_one() -> None:
+    # 0.005% measured in 20,000 GUSB (capped at MMR): above MR4.5's bound, within MR4's.
+    results = _dmr_history(N - 2000, deep=0.002)
+    assert _tfr(results)["optimal"]["criteria"]["dmr_duration"]["detail"].startswith(
+        "MR4.5 or deeper for 2000"
+    )
+    results.append(result("small", N - 600, is_percent=0.005, control_gene="GUSB", control_copies=20_000))
+    results.sort(key=lambda r: r["collected_at"])
+    t = _tfr(results)
+    assert t["optimal"]["criteria"]["dmr_duration"]["detail"].startswith("MR4 or deeper for 2000 days")
+    assert "for 2000 days" in t["minimal"]["criteria"]["dmr_over_2_years"]["detail"]  # the MR4 run goes on
+
+
 @pytest.mark.parametrize(("run_days", "met"), [(730, False), (731, True)])
 def test_tfr_dmr_lasts_to_its_last_result_not_a_later_event(run_days: int, met: bool) -> None:
     # ELN 2020: MR4 *lasting* > 2 years. One MR4 result and an event 800 days later is not 800 days of MR4.

@@ -287,3 +287,43 @@ def test_small_sample_after_a_loss_leaves_the_loss_current() -> None:
     # Consecutive over the results that show the response: b (0.5%) then d (2%) confirm the loss.
     assert s["loss_of_mmr"]["confirmed"] is True and s["loss_of_mmr"]["confirmed_on"] == day(400)
     assert _status([*results[:3], undetectable("e", 400)])["loss_of_mmr"]["current"] is False
+
+
+def test_a_measured_result_in_a_small_sample_can_show_a_worsening() -> None:
+    # 1 copy in 20,000 GUSB: IS 0.005%, capped at MMR (inadequate), but measured above MR4.5's 0.0032%.
+    deep = undetectable("a", 400, control_copies=40_000)  # ABL1 band: MR4.5
+    small = result("b", 500, bcr_abl1_copies=1, control_gene="GUSB", control_copies=20_000)
+    s = _status([deep, small])
+    assert s["latest_result"]["sensitivity_limited"] is True and s["is_percent"] == 0.005
+    assert s["response_level"] == "MMR" and s["response_level_on"] == day(500)
+    assert s["actim_eligible"]["criteria"]["not_in_mr4_5"]["met"] is True
+    # Measured within MR4's bound, the same kind of sample says nothing against MR4.
+    within = result("b", 500, is_percent=0.008, control_gene="GUSB", control_copies=20_000)
+    assert _status([result("a", 400, is_percent=0.005), within])["response_level"] == "MR4"
+
+
+def test_a_sample_that_cannot_tell_mmr_leaves_a_loss_as_it_was() -> None:
+    base = [result("a", 100, is_percent=0.05), result("b", 200, is_percent=2.0)]
+    unclear = undetectable("c", 300, control_copies=800)  # IS <= 0.125%: MMR or not, it cannot tell
+    s = _status([*base, unclear, result("d", 400, is_percent=1.5)])
+    assert s["loss_of_mmr"]["confirmed"] is True and s["loss_of_mmr"]["confirmed_on"] == day(400)
+    s = _status([*base, undetectable("c", 300, control_copies=500)])
+    assert s["response_level"] == "MR2"  # IS <= 0.2%: better than the 2% before, shown
+    assert s["loss_of_mmr"]["current"] is True  # and still not shown to be back in MMR
+    assert s["actim_eligible"]["criteria"]["in_mmr"]["met"] is None
+
+
+def test_an_undetectable_result_that_proves_no_level_sets_none() -> None:
+    s = _status([undetectable("a", 90, control_copies=5)])  # IS <= 20%
+    assert s["latest_result"]["level"] == "NONE" and s["response_level"] is None
+
+
+def test_same_day_results_in_the_order_of_their_instants() -> None:
+    # 23:30 at +02:00 is 21:30 UTC: before 22:00 UTC, whatever the strings say.
+    early = result("z-early", 400, is_percent=0.5, collected_at=day(400) + "T23:30:00+02:00")
+    late = result("a-late", 400, is_percent=0.05, collected_at=day(400) + "T22:00:00Z")
+    for order in ([early, late], [late, early]):
+        s = _status(order)
+        assert s["latest_result"]["result_id"] == "a-late" and s["response_level"] == "MMR"
+    dated = result("m-date", 400, is_percent=5.0)  # a date only: before the timed results of its day
+    assert _status([late, dated])["latest_result"]["result_id"] == "a-late"
