@@ -259,12 +259,20 @@ def _classify_detectable(
 
 def _classify_undetectable(control_gene: str, control: Fraction, sensitivity: Fraction) -> Classification:
     adequate = _adequacy(control_gene, control)
-    band_level = _band_level(control_gene, control)
+    band_level = _band_level(control_gene, control, sensitivity)
     if band_level is not None:
         level = band_level
         reason = (
             f"undetectable with {control_gene} {format_copies(control)} copies: {level}"
             f" (Cross 2015 undetectable bands; sensitivity IS {format_percent(sensitivity)}%)"
+        )
+    elif _band_level(control_gene, control, None) is not None:
+        # In a band by its copies, but a conversion factor above 1 leaves its sensitivity short of it.
+        level = cap_level(level_for_is(sensitivity), CAP_WITHOUT_DEEP_SENSITIVITY)
+        reason = (
+            f"undetectable with {control_gene} {format_copies(control)} copies, but the conversion factor"
+            f" makes its sensitivity IS {format_percent(sensitivity)}%, too poor for MR4: {level} at best"
+            " (a level never claims more than the sensitivity shows)"
         )
     else:
         # Cross 2015: undetectable below the MR4 band is never MR4 or deeper; it shows what its sensitivity
@@ -290,10 +298,21 @@ def _classify_undetectable(control_gene: str, control: Fraction, sensitivity: Fr
     )
 
 
-def _band_level(control_gene: str, control: Fraction) -> str | None:
+def _band_level(control_gene: str, control: Fraction, sensitivity: Fraction | None) -> str | None:
+    """The Cross 2015 band of an undetectable result, capped by what its sensitivity shows.
+
+    The copy bands are written for a conversion factor of about 1. With a larger factor the sensitivity
+    (100 x CF / copies) may not reach the band's level: 10,000 ABL1 at CF 2 shows only IS <= 0.02%, not
+    MR4's 0.01%. The digest is silent on this; a level never claims more than its sensitivity shows. At
+    CF 1 the cap changes nothing (32,000 ABL1 is IS <= 0.003125%, MR4.5; 24,000 GUSB is 0.0042%, MR4).
+    Without `sensitivity`, the band by copies alone.
+    """
     for level, minimum in UNDETECTABLE_BANDS[control_gene]:
         if control >= minimum:
-            return level
+            if sensitivity is None:
+                return level
+            capped = cap_level(level, level_for_is(sensitivity))
+            return capped if at_least(capped, "MR4") else None
     return None
 
 

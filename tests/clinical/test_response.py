@@ -369,3 +369,26 @@ def test_corners_of_the_accepted_ranges_score(control: float, copies: float, cf:
         control_gene="GUSB", control_copies=control, is_percent=min(copies, MAX_IS_PERCENT)
     )
     assert by_is.level in LEVELS
+
+
+@pytest.mark.parametrize(
+    ("gene", "copies", "cf", "level", "limited"),
+    [
+        ("ABL1", 10_000, 1.0, "MR4", False),  # the band as written
+        ("ABL1", 10_000, 0.5, "MR4", False),  # a factor below 1 never deepens a band
+        ("ABL1", 10_000, 2.0, "MMR", True),  # IS <= 0.02%: not MR4
+        ("ABL1", 100_000, 5.0, "MR4", False),  # IS <= 0.005%: the MR5 band, capped at MR4
+        ("ABL1", 32_000, 1.0, "MR4.5", False),  # IS <= 0.003125%
+        ("ABL1", 32_000, 1.03, "MR4", False),  # IS <= 0.0032187...%: just over MR4.5's bound
+        ("GUSB", 24_000, 2.0, "MR4", False),  # IS <= 0.0083%: GUSB bands are stricter than IS
+        ("GUSB", 240_000, 1.0, "MR5", False),
+    ],
+)
+def test_undetectable_band_never_claims_more_than_its_sensitivity(
+    gene: str, copies: int, cf: float, level: str, limited: bool
+) -> None:
+    c = classify_result(control_gene=gene, control_copies=copies, bcr_abl1_copies=0, conversion_factor=cf)
+    assert c.level == level and c.sensitivity_limited is limited
+    assert c.sensitivity_exact <= Fraction(dict(PUBLISHED_IS)[level])
+    if limited:
+        assert "conversion factor" in c.reason and not c.deep_response_evaluable
