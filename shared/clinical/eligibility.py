@@ -14,7 +14,7 @@ from fractions import Fraction
 from typing import Any
 
 from shared.clinical.milestones import failures_after_12m
-from shared.clinical.response import MMR_THRESHOLD, MR4_5_THRESHOLD, at_least, level_upper_bound
+from shared.clinical.response import MMR_THRESHOLD, MR4_5_THRESHOLD, at_least
 from shared.clinical.scored import ScoredResult
 from shared.clinical.therapy import SECOND_GENERATION_TKIS, Event, TkiCourse, first_line_status
 from shared.clinical.timeline import days_between, parse_date, years_to_days
@@ -118,16 +118,14 @@ def _actim_not_mr4_5(latest: ScoredResult | None) -> dict[str, Any]:
     if latest is None:
         return criterion(None, "no result")
     c = latest.classification
+    if c.sensitivity_limited:
+        # Undetectable below the MR4 band or with BCR, or detectable but capped at MMR by an inadequate
+        # sample: it cannot assess MR4 or deeper (Cross 2015), so neither in nor out of MR4.5.
+        return criterion(None, f"latest result {latest.result_id}: the sample cannot assess MR4.5; repeat")
     if c.detectable:
-        # ACTIM: "not in MR4.5" is IS% > 0.0032%, compared exactly on the measured value (even when an
-        # inadequate sample caps the scored level at MMR, the measurement itself is in the MR4.5 range).
+        # ACTIM: "not in MR4.5" is IS% > 0.0032%, compared exactly on the measured value.
         met = c.is_percent_exact > MR4_5_THRESHOLD
         return criterion(met, f"latest result {latest.result_id}: IS{' >' if met else ' <='} 0.0032%")
-    if c.sensitivity_limited:
-        # Undetectable below the MR4 band, or with BCR: it cannot show IS% > 0.0032%, nor score MR4.5.
-        return criterion(
-            None, f"latest result {latest.result_id}: undetectable, sensitivity too poor to tell"
-        )
     # Undetectable: the Cross 2015 band decides (e.g. 10,000-31,999 ABL1 copies is scored MR4, not MR4.5).
     met = not at_least(c.level, "MR4.5")
     return criterion(met, f"latest result {latest.result_id}: undetectable, scored {c.level}")
@@ -225,17 +223,13 @@ def _typical_transcript(results: Sequence[ScoredResult]) -> dict[str, Any]:
 def current_run(results: Sequence[ScoredResult], level: str) -> list[ScoredResult]:
     """The unbroken run of results at `level` or deeper up to the latest result.
 
-    A measured IS% above the level's bound ends it, and so does an undetectable result scored shallower
-    by its Cross 2015 band. A sensitivity-limited result (undetectable in too few control copies or with
-    BCR; detectable in an inadequate sample, capped at MMR, measured within the bound) can neither show
-    the level nor show it lost: it neither extends nor ends the run.
+    A sensitivity-limited result (undetectable in too few control copies or with BCR; detectable in an
+    inadequate sample, capped at MMR) cannot assess MR4 or deeper (Cross 2015): it neither extends nor
+    ends the run. Any other result shallower than `level` ends it.
     """
-    bound = level_upper_bound(level)
     run: list[ScoredResult] = []
     for result in reversed(results):
         c = result.classification
-        if c.is_percent_exact is not None and c.is_percent_exact > bound:
-            break
         if c.sensitivity_limited:
             continue
         if not at_least(c.level, level):

@@ -95,11 +95,6 @@ def level_for_is(is_percent: Fraction) -> str:
     return "NONE"
 
 
-def level_upper_bound(level: str) -> Fraction | None:
-    """The inclusive IS% bound of a level (MMR: 0.1); None for NONE, which has no upper bound."""
-    return dict(IS_LEVEL_THRESHOLDS).get(level)
-
-
 def cap_level(level: str, cap: str) -> str:
     """The shallower of `level` and `cap`."""
     return cap if level_rank(level) > level_rank(cap) else level

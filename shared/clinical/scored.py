@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from shared.clinical.response import Classification, classify_result, level_rank, level_upper_bound
+from shared.clinical.response import Classification, classify_result, level_rank
 from shared.clinical.timeline import collection_order, parse_date
 
 # Results with this status stay stored for audit but are excluded from every computation.
@@ -63,26 +63,18 @@ def level_setting(scored: Sequence[ScoredResult]) -> list[ScoredResult]:
     """The results that set the patient's current level, in time order.
 
     A result scored by its measurement (or by a Cross 2015 undetectable band) always does. A
-    sensitivity-limited one cannot show the level it would otherwise: undetectable in too few control
-    copies (or with BCR as control) it proves only that IS% is at or below its sensitivity, which can show
-    an improvement, never a worsening; detectable in an inadequate sample and capped at MMR, it is a
-    measurement that cannot claim MR4 or deeper. It sets the level only where it shows a deeper one than
-    the level before, or (detectable) a measured IS% above that level's bound; otherwise it says nothing
-    new (a patient in MR4 is not "MMR now" because one sample was small, and a patient at 0.5% whose
-    small sample shows IS <= 0.02% is back in MMR).
+    sensitivity-limited one cannot assess MR4 or deeper (Cross 2015): undetectable in too few control
+    copies (or with BCR as control) it proves only that IS% is at or below its sensitivity; detectable in
+    an inadequate sample, capped at MMR, its measurement within the MR4 range is too imprecise to place
+    among the deep levels. Either can show an improvement, never a worsening: it sets the level only where
+    it shows a deeper one than the level before (a patient in MR4 is not "MMR now" because one sample was
+    small, and a patient at 0.5% whose small sample shows IS <= 0.02% is back in MMR).
     """
     setting: list[ScoredResult] = []
     for result in scored:
+        c = result.classification
+        # With nothing before, a limited result must show at least MR1 (IS <= 20% shows no level).
         before = setting[-1].classification.level if setting else "NONE"
-        if not result.classification.sensitivity_limited or _shows_a_change(result.classification, before):
+        if not c.sensitivity_limited or level_rank(c.level) > level_rank(before):
             setting.append(result)
     return setting
-
-
-def _shows_a_change(c: Classification, before: str) -> bool:
-    # A deeper level than before (an improvement; with nothing before, at least MR1), or a measured IS%
-    # above the bound of the level before: a detectable result capped at MMR is still a measurement.
-    if level_rank(c.level) > level_rank(before):
-        return True
-    bound = level_upper_bound(before)
-    return c.is_percent_exact is not None and bound is not None and c.is_percent_exact > bound

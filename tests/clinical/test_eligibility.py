@@ -248,17 +248,17 @@ def test_tfr_sensitivity_limited_result_does_not_break_a_dmr_run(small: dict) ->
     assert c["met"] is True and "for 2000 days" in c["detail"]
 
 
-def test_tfr_a_measured_result_in_a_small_sample_ends_an_mr4_5_run_not_an_mr4_one() -> None:
-    # 0.005% measured in 20,000 GUSB (capped at MMR): above MR4.5's bound, within MR4's.
-    results = _dmr_history(N - 2000, deep=0.002)
-    assert _tfr(results)["optimal"]["criteria"]["dmr_duration"]["detail"].startswith(
-        "MR4.5 or deeper for 2000"
-    )
-    results.append(result("small", N - 600, is_percent=0.005, control_gene="GUSB", control_copies=20_000))
-    results.sort(key=lambda r: r["collected_at"])
-    t = _tfr(results)
-    assert t["optimal"]["criteria"]["dmr_duration"]["detail"].startswith("MR4 or deeper for 2000 days")
-    assert "for 2000 days" in t["minimal"]["criteria"]["dmr_over_2_years"]["detail"]  # the MR4 run goes on
+@pytest.mark.parametrize(
+    ("gusb", "detail"), [(20_000, "MR4.5 or deeper for 2000"), (30_000, "MR4 or deeper for 2000")]
+)
+def test_tfr_a_measured_result_in_a_small_sample_neither_ends_nor_extends_an_mr4_5_run(
+    gusb: int, detail: str
+) -> None:
+    # 0.005% measured in 20,000 GUSB (capped at MMR) cannot assess MR4 or deeper (Cross 2015): the MR4.5
+    # run goes on. Measured in an adequate 30,000 it ends the MR4.5 run, not the MR4 one.
+    small = result("small", N - 600, is_percent=0.005, control_gene="GUSB", control_copies=gusb)
+    results = sorted([*_dmr_history(N - 2000, deep=0.002), small], key=lambda r: r["collected_at"])
+    assert _tfr(results)["optimal"]["criteria"]["dmr_duration"]["detail"].startswith(detail)
 
 
 @pytest.mark.parametrize(("run_days", "met"), [(730, False), (731, True)])

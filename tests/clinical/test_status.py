@@ -289,17 +289,20 @@ def test_small_sample_after_a_loss_leaves_the_loss_current() -> None:
     assert _status([*results[:3], undetectable("e", 400)])["loss_of_mmr"]["current"] is False
 
 
-def test_a_measured_result_in_a_small_sample_can_show_a_worsening() -> None:
-    # 1 copy in 20,000 GUSB: IS 0.005%, capped at MMR (inadequate), but measured above MR4.5's 0.0032%.
-    deep = undetectable("a", 400, control_copies=40_000)  # ABL1 band: MR4.5
+@pytest.mark.parametrize("before", [0.008, 0.002, 0.0005])  # MR4, MR4.5, MR5
+def test_a_measured_result_in_a_small_sample_cannot_place_a_deep_level(before: float) -> None:
+    # 1 copy in 20,000 GUSB: IS 0.005%, capped at MMR (Cross 2015: the sample cannot assess MR4 or deeper,
+    # one copy is all it saw). It neither lowers a deeper patient to MMR nor to MR4: the level stays, and
+    # what a deeper patient or a shallower one gets from the same sample never depends on the order.
+    deep = result("a", 400, is_percent=before)
     small = result("b", 500, bcr_abl1_copies=1, control_gene="GUSB", control_copies=20_000)
     s = _status([deep, small])
-    assert s["latest_result"]["sensitivity_limited"] is True and s["is_percent"] == 0.005
-    assert s["response_level"] == "MMR" and s["response_level_on"] == day(500)
-    assert s["actim_eligible"]["criteria"]["not_in_mr4_5"]["met"] is True
-    # Measured within MR4's bound, the same kind of sample says nothing against MR4.
-    within = result("b", 500, is_percent=0.008, control_gene="GUSB", control_copies=20_000)
-    assert _status([result("a", 400, is_percent=0.005), within])["response_level"] == "MR4"
+    assert s["latest_result"]["sensitivity_limited"] is True and s["latest_result"]["level"] == "MMR"
+    assert s["response_level"] == _status([deep])["response_level"] and s["response_level_on"] == day(400)
+    assert s["actim_eligible"]["criteria"]["not_in_mr4_5"]["met"] is None  # cannot assess MR4.5
+    assert s["actim_eligible"]["criteria"]["in_mmr"]["met"] is True
+    # After a shallower level it shows the improvement it can: MMR.
+    assert _status([result("a", 400, is_percent=0.5), small])["response_level"] == "MMR"
 
 
 def test_a_sample_that_cannot_tell_mmr_leaves_a_loss_as_it_was() -> None:
