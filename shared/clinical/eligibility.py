@@ -16,7 +16,14 @@ from typing import Any
 from shared.clinical.milestones import failures_after_12m
 from shared.clinical.response import MMR_THRESHOLD, MR4_5_THRESHOLD, at_least
 from shared.clinical.scored import ScoredResult
-from shared.clinical.therapy import SECOND_GENERATION_TKIS, Event, TkiCourse, first_line_status
+from shared.clinical.therapy import (
+    SECOND_GENERATION_TKIS,
+    Event,
+    TkiCourse,
+    first_line_status,
+    off_tki_periods,
+    on_tki_on,
+)
 from shared.clinical.timeline import days_between, parse_date, years_to_days
 
 # ACTIM entry (EudraCT 2009-011675-79): imatinib for at least 2 years at a stable daily dose.
@@ -287,7 +294,10 @@ def _no_prior_failure(
     if started is None:
         return criterion(None, "TKI start date not recorded: milestones not assessable")
     failed = [m["milestone"] for m in milestones if m["assessment"] == "failure"]
-    later = failures_after_12m(parse_date(started), results)
+    # A loss of response off TKI (during a TFR attempt) is the trigger to restart, not a treatment failure.
+    periods = off_tki_periods(events)
+    treated = [r for r in results if on_tki_on(r.collected_on, periods)]
+    later = failures_after_12m(parse_date(started), treated)
     if failed or later:
         where = failed + [f"result {r.result_id} > 1% on {r.collected_on.isoformat()}" for r in later]
         return criterion(False, f"ELN 2020 failure: {', '.join(dict.fromkeys(where))}")

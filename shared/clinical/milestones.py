@@ -26,6 +26,10 @@ Window rule (the guideline does not say which assay counts; this service applies
   the window has closed without a result. A window still open but holding a result is assessed with it,
   and `window_closed` False says a closer result may still arrive.
 
+Samples taken off TKI (from the day after a stop up to a restart) are left out (status.py): ELN 2020
+milestones judge therapy, and a loss of response in a treatment-free remission is the trigger to restart
+the TKI (reported as loss of MMR), not a treatment failure.
+
 Resistance mutations and high-risk additional chromosome abnormalities (also failure in ELN 2020) are not
 derivable from BCR-ABL1 quantification and are not assessed here.
 """

@@ -86,6 +86,29 @@ def tki_course(registration: Mapping[str, Any], events: Iterable[Event]) -> TkiC
     return TkiCourse(current_tki=current, on_tki=on_tki, last_stopped_on=last_stopped_on)
 
 
+def off_tki_periods(events: Iterable[Event]) -> list[tuple[date, date | None]]:
+    """(stopped_on, restarted_on or None) for each stop of TKI therapy: a tki_changed restarts it."""
+    periods: list[tuple[date, date | None]] = []
+    stopped: date | None = None
+    for event in events:
+        if event.type == "tki_stopped" and stopped is None:
+            stopped = event.on
+        elif event.type == "tki_changed" and stopped is not None:
+            periods.append((stopped, event.on))
+            stopped = None
+    if stopped is not None:
+        periods.append((stopped, None))
+    return periods
+
+
+def on_tki_on(day: date, periods: Iterable[tuple[date, date | None]]) -> bool:
+    """Whether a sample of `day` was taken on TKI: the stop day's sample still was; from the day after a
+    stop up to the restart day it was not."""
+    return not any(
+        stopped < day and (restarted is None or day <= restarted) for stopped, restarted in periods
+    )
+
+
 def first_line_status(registration: Mapping[str, Any], events: Iterable[Event]) -> tuple[bool | None, str]:
     """ELN 2020 TFR minimal criterion: first-line TKI, or second-line when intolerance was the only reason."""
     previous = normalise_tki(registration.get("tki"))

@@ -330,3 +330,24 @@ def test_same_day_results_in_the_order_of_their_instants() -> None:
         assert s["latest_result"]["result_id"] == "a-late" and s["response_level"] == "MMR"
     dated = result("m-date", 400, is_percent=5.0)  # a date only: before the timed results of its day
     assert _status([late, dated])["latest_result"]["result_id"] == "a-late"
+
+
+def test_a_relapse_off_tki_is_a_loss_of_mmr_not_a_treatment_failure() -> None:
+    # Six years in MR4.5, TKI stopped on day 2250 (treatment-free remission), 2% on day 2300.
+    results = [result(f"d{d}", d, is_percent=0.002) for d in range(400, 2250, 180)]
+    results.append(result("relapse", 2300, is_percent=2.0))
+    stop = [event("e1", "tki_stopped", 2250)]
+    s = _status(results, stop)
+    assert s["on_tki"] is False and s["response_level"] == "MR1"
+    assert s["loss_of_mmr"]["lost"] is True and s["loss_of_mmr"]["first_lost_on"] == day(2300)
+    after = {m["milestone"]: m for m in s["milestones"]}["after_12m"]
+    assert after["result_id"] != "relapse" and s["eln_assessment"] == "optimal"
+    assert s["tfr_eligibility"]["minimal"]["criteria"]["no_prior_failure"]["met"] is True
+    # Restarted on day 2320: a result > 1% on TKI again is a failure once more.
+    restarted = [*stop, event("e2", "tki_changed", 2320, tki="imatinib", dose_mg=400)]
+    again = _status([*results, result("on", 2400, is_percent=2.0)], restarted)
+    assert again["eln_assessment"] == "failure"
+    assert again["tfr_eligibility"]["minimal"]["criteria"]["no_prior_failure"]["met"] is False
+    # The restart day's own sample was taken before the TKI was back.
+    same_day = _status([*results, result("r", 2320, is_percent=2.0)], restarted)
+    assert {m["milestone"]: m for m in same_day["milestones"]}["after_12m"]["result_id"] != "r"
