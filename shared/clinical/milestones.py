@@ -75,10 +75,11 @@ def assess_milestones(
 
 
 def current_assessment(milestones: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """ELN 2020 reports the status at the current time point: the most recent milestone with a result (one
-    that cannot be assessed is reported as such, not replaced by an older milestone)."""
-    assessed = [m for m in milestones if m["assessment"] in (*ASSESSED, NOT_ASSESSABLE)]
-    return assessed[-1] if assessed else None
+    """ELN 2020 reports the status at the current time point: the most recent milestone that has come due.
+    One that cannot be assessed, or whose window closed without a result, is reported as such, never
+    replaced by an older milestone ("optimal at 3 months" is not the status years later)."""
+    due = [m for m in milestones if m["assessment"] != "not_yet_due"]
+    return due[-1] if due else None
 
 
 def failures_after_12m(tki_started_on: date, results: Sequence[ScoredResult]) -> list[ScoredResult]:

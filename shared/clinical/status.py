@@ -34,9 +34,9 @@ def patient_status(
 ) -> dict[str, Any]:
     """JSON-ready status document for one patient (see the module docstring for `assessed_on`).
 
-    `eln_assessment` is the assessment of the most recent assessed milestone: ELN 2020 reports the status at
-    the current time point, not the worst one ever seen (earlier failures remain visible in `milestones` and
-    in the TFR criterion "no_prior_failure").
+    `eln_assessment` is the assessment of the most recent milestone that has come due: ELN 2020 reports the
+    status at the current time point, not the worst one ever seen (earlier failures remain visible in
+    `milestones` and in the TFR criterion "no_prior_failure").
     """
     scored, withdrawn = score_results(results)
     timeline = parse_events(events)

@@ -251,3 +251,16 @@ def test_current_assessment_is_most_recent_assessed_milestone() -> None:
     assert [m["assessment"] for m in ms[:3]] == ["no_result_in_window", "failure", "optimal"]
     current = current_assessment(ms)
     assert current is not None and current["milestone"] == "12m" and current["assessment"] == "optimal"
+
+
+def test_current_assessment_is_the_latest_milestone_come_due() -> None:
+    # Optimal at 3 months, then nothing: at day 200 the 6-month window is still open (3m is current);
+    # at day 230 it has closed without a result, and that is the current time point.
+    results = [result("m3", DAY_3M, is_percent=5.0)]
+    scored, _ = score_results(results)
+    open_window = assess_milestones(START, scored, START + timedelta(days=200))
+    assert current_assessment(open_window)["milestone"] == "3m"
+    closed = assess_milestones(START, scored, START + timedelta(days=230))
+    assert current_assessment(closed)["milestone"] == "6m"
+    assert current_assessment(closed)["assessment"] == "no_result_in_window"
+    assert current_assessment(assess_milestones(START, [], START + timedelta(days=30))) is None
