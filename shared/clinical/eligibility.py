@@ -149,7 +149,7 @@ def tfr_eligibility(
     milestones: Sequence[Mapping[str, Any]],
     assessed_on: date | None,
 ) -> dict[str, Any]:
-    tki_days = _tki_days(registration, course, assessed_on)
+    tki_days = _tki_days(registration, course, events, assessed_on)
     minimal = {
         "first_line_tki": criterion(*first_line_status(registration, events)),
         "typical_transcript": _typical_transcript(results),
@@ -183,13 +183,17 @@ def _tfr_note(course: TkiCourse) -> str:
     return f"TKI stopped on {course.last_stopped_on.isoformat()}: treatment-free remission under way"
 
 
-def _tki_days(registration: Mapping[str, Any], course: TkiCourse, assessed_on: date | None) -> int | None:
+def _tki_days(
+    registration: Mapping[str, Any], course: TkiCourse, events: Sequence[Event], assessed_on: date | None
+) -> int | None:
+    """Days on TKI: from the start to now, or to the stop if off TKI (TFR under way), less the time off
+    between an earlier stop and its restart."""
     started = registration.get("tki_started_on")
     if started is None or assessed_on is None:
         return None
-    # Off TKI (TFR under way), the therapy that counts ended at the stop.
     end = course.last_stopped_on if not course.on_tki and course.last_stopped_on is not None else assessed_on
-    return days_between(parse_date(started), end)
+    off = sum(days_between(s, r) for s, r in off_tki_periods(events) if r is not None and r <= end)
+    return days_between(parse_date(started), end) - off
 
 
 def _over(days: int | None, threshold: Fraction, what: str) -> dict[str, Any]:

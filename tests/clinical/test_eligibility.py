@@ -199,6 +199,19 @@ def test_tfr_duration_stops_at_tki_stop() -> None:
     assert t["tki_stopped"] is not None
 
 
+@pytest.mark.parametrize(("days_on", "met"), [(1826, False), (1827, True)])
+def test_tfr_duration_leaves_out_time_off_tki(days_on: int, met: bool) -> None:
+    # Started on day 0, stopped on day 800 (a TFR attempt), restarted later, assessed on day N: the time
+    # off does not count towards "> 5 years of TKI" (1826.25 days).
+    restart = 800 + (N - days_on)
+    events = [
+        event("e1", "tki_stopped", 800),
+        event("e2", "tki_changed", restart, tki="imatinib", dose_mg=400),
+    ]
+    c = _tfr(_dmr_history(N - 700), events)["minimal"]["criteria"]["tki_duration"]
+    assert c["met"] is met and f"{days_on} days" in c["detail"]
+
+
 @pytest.mark.parametrize(("run_days", "met"), [(730, False), (731, True)])
 def test_tfr_dmr_over_two_years(run_days: int, met: bool) -> None:
     t = _tfr(_dmr_history(N - run_days))
