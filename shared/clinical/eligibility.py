@@ -149,7 +149,7 @@ def tfr_eligibility(
     milestones: Sequence[Mapping[str, Any]],
     assessed_on: date | None,
 ) -> dict[str, Any]:
-    tki_days = _tki_days(registration, course, events, assessed_on)
+    tki_days = _tki_days(registration, events, assessed_on)
     minimal = {
         "first_line_tki": criterion(*first_line_status(registration, events)),
         "typical_transcript": _typical_transcript(results),
@@ -184,16 +184,18 @@ def _tfr_note(course: TkiCourse) -> str:
 
 
 def _tki_days(
-    registration: Mapping[str, Any], course: TkiCourse, events: Sequence[Event], assessed_on: date | None
+    registration: Mapping[str, Any], events: Sequence[Event], assessed_on: date | None
 ) -> int | None:
     """Days on TKI: from the start to now, or to the stop if off TKI (TFR under way), less the time off
-    between an earlier stop and its restart."""
+    between an earlier stop and its restart (the same periods the milestones leave out)."""
     started = registration.get("tki_started_on")
     if started is None or assessed_on is None:
         return None
-    end = course.last_stopped_on if not course.on_tki and course.last_stopped_on is not None else assessed_on
-    off = sum(days_between(s, r) for s, r in off_tki_periods(events) if r is not None and r <= end)
-    return days_between(parse_date(started), end) - off
+    start = parse_date(started)
+    periods = off_tki_periods(events)
+    end = next((stopped for stopped, restarted in periods if restarted is None), assessed_on)
+    off = sum(days_between(max(s, start), r) for s, r in periods if r is not None and r <= end and r > start)
+    return days_between(start, end) - off
 
 
 def _over(days: int | None, threshold: Fraction, what: str) -> dict[str, Any]:

@@ -77,8 +77,13 @@ def assess_milestones(
 def current_assessment(milestones: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     """ELN 2020 reports the status at the current time point: the most recent milestone that has come due.
     One that cannot be assessed, or whose window closed without a result, is reported as such, never
-    replaced by an older milestone ("optimal at 3 months" is not the status years later)."""
-    due = [m for m in milestones if m["assessment"] != "not_yet_due"]
+    replaced by an older milestone ("optimal at 3 months" is not the status years later). "Any time after
+    12 months" never closes: without a result it is not yet a time point, and the one before stands."""
+    due = [
+        m
+        for m in milestones
+        if m["assessment"] != "not_yet_due" and not (m["milestone"] == "after_12m" and m["result_id"] is None)
+    ]
     return due[-1] if due else None
 
 

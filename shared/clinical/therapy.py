@@ -53,8 +53,13 @@ def normalise_tki(name: str | None) -> str | None:
     return None if name is None else name.strip().lower()
 
 
+# On one day a stop comes before a change: stopping one drug and starting another the same day is a
+# switch, not a stop that never ends, whatever the events' ids.
+_SAME_DAY_ORDER = {"tki_stopped": 0, "tki_changed": 1}
+
+
 def parse_events(raw_events: Iterable[Mapping[str, Any]]) -> list[Event]:
-    """Events sorted by (date, event_id), so the result never depends on input order."""
+    """Events sorted by (date, stop before change, event_id), so the result never depends on input order."""
     events = [
         Event(
             event_id=str(raw["event_id"]),
@@ -67,7 +72,7 @@ def parse_events(raw_events: Iterable[Mapping[str, Any]]) -> list[Event]:
         )
         for raw in raw_events
     ]
-    return sorted(events, key=lambda e: (e.on, e.event_id))
+    return sorted(events, key=lambda e: (e.on, _SAME_DAY_ORDER.get(e.type, 2), e.event_id))
 
 
 def tki_course(registration: Mapping[str, Any], events: Iterable[Event]) -> TkiCourse:

@@ -365,3 +365,21 @@ def test_tfr_unknown_transcript_makes_eligibility_unknown() -> None:
     t = _tfr(results)
     assert t["minimal"]["criteria"]["typical_transcript"]["met"] is None
     assert t["minimal"]["eligible"] is None
+
+
+def test_tfr_duration_ends_at_the_first_stop_never_resumed() -> None:
+    # Stopped on day 1500 and again on 2100 without a restart in between: off TKI since day 1500.
+    events = [event("e1", "tki_stopped", 1500), event("e2", "tki_stopped", 2100)]
+    c = _tfr(_dmr_history(N - 2000), events)["minimal"]["criteria"]["tki_duration"]
+    assert c["met"] is False and "1500 days" in c["detail"]
+
+
+@pytest.mark.parametrize("ids", [("e1", "e2"), ("e9", "e10")])
+def test_a_stop_and_a_change_on_one_day_are_a_switch_whatever_their_ids(ids: tuple[str, str]) -> None:
+    events = [event(ids[0], "tki_stopped", 400), event(ids[1], "tki_changed", 400, tki="nilotinib",
+                                                               reason="intolerance")]  # fmt: skip
+    s = _status(_dmr_history(N - 2000), events)
+    assert s["on_tki"] is True
+    assert s["tfr_eligibility"]["minimal"]["criteria"]["first_line_tki"]["met"] is True
+    assert s["tfr_eligibility"]["minimal"]["criteria"]["tki_duration"]["met"] is True
+    assert {m["milestone"]: m for m in s["milestones"]}["after_12m"]["result_id"] is not None

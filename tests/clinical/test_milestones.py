@@ -264,3 +264,13 @@ def test_current_assessment_is_the_latest_milestone_come_due() -> None:
     assert current_assessment(closed)["milestone"] == "6m"
     assert current_assessment(closed)["assessment"] == "no_result_in_window"
     assert current_assessment(assess_milestones(START, [], START + timedelta(days=30))) is None
+
+
+def test_after_12_months_without_a_result_is_not_yet_the_current_time_point() -> None:
+    # 12-month optimal on day 350; on day 370 nothing has come after 12 months: 12m stands.
+    results = [result("m3", DAY_3M, is_percent=5.0), result("m12", 350, is_percent=0.05)]
+    scored, _ = score_results(results)
+    current = current_assessment(assess_milestones(START, scored, START + timedelta(days=370)))
+    assert current["milestone"] == "12m" and current["assessment"] == "optimal"
+    later = current_assessment(assess_milestones(START, scored, START + timedelta(days=900)))
+    assert later["milestone"] == "12m"  # still the latest time point with a result
