@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import redis
 from celery import Celery
-from flask import current_app, request
+from flask import current_app, g, request
 
 from services.api.auth import caller
 from services.api.errors import Problem
@@ -34,15 +34,19 @@ def ctx() -> ApiContext:
 
 
 def json_body() -> Any:
-    """The request body parsed as JSON, or a 415/400 problem saying what is wrong with it."""
+    """The request body parsed as JSON (once per request: the Idempotency-Key hash and the route both
+    read it), or a 415/400 problem saying what is wrong with it."""
+    if "json_body" in g:
+        return g.json_body
     if not request.is_json:
         raise Problem(
             415, "unsupported-media-type", "Unsupported media type", "Send the body as application/json."
         )
     try:
-        return orjson.loads(request.get_data(cache=True))
+        g.json_body = orjson.loads(request.get_data(cache=True))
     except orjson.JSONDecodeError as exc:
         raise Problem(400, "malformed-json", "Malformed JSON", f"The body is not valid JSON: {exc}") from exc
+    return g.json_body
 
 
 def audit_entry(**ids: object) -> dict:
