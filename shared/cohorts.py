@@ -98,9 +98,9 @@ def outcome(record: Mapping, defn: Mapping) -> tuple[float, int] | None:
     if enrolled is None or last is None:
         return None
     cutoff = defn.get("data_cutoff")
-    # Records made before first_assay was kept lack it: last_assay decides alike whenever it is before
-    # the cut-off, and the rules change that added it recomputes every record at the next worker start.
-    first = record.get("first_assay", last)
+    # Records made before first_assay was kept lack it: they skip that check until the recompute that
+    # the rules change brings at the next worker start.
+    first = record.get("first_assay") or enrolled
     if cutoff is not None and (enrolled > cutoff or first > cutoff):
         return None  # no result since enrolment as of the cut-off: not evaluable, like no result at all
     competing, censoring = _first_events(record["events"], defn, cutoff) if record["events"] else (None, None)

@@ -6,6 +6,7 @@ with environment variables (see README.md, "Configuration").
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -16,6 +17,13 @@ def _int(name: str, default: int) -> int:
 
 def _float(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
+
+
+def _retention_days(text: str) -> float:
+    days = float(text)
+    if not (math.isfinite(days) and 0 <= days <= 36_500):
+        raise ValueError(f"AUDIT_RETENTION_DAYS must be 0 (keep all) to 36500 days, got {text!r}")
+    return days
 
 
 @dataclass(frozen=True)
@@ -70,5 +78,5 @@ def load_settings() -> Settings:
         rate_limit=os.environ.get("RATE_LIMIT", "6000/minute"),
         hot_read_rate_limit=os.environ.get("HOT_READ_RATE_LIMIT", "60000/minute"),
         visibility_timeout_s=_int("VISIBILITY_TIMEOUT_S", 3600),
-        audit_retention_days=_float("AUDIT_RETENTION_DAYS", 0),
+        audit_retention_days=_retention_days(os.environ.get("AUDIT_RETENTION_DAYS", "0")),
     )

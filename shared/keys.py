@@ -103,7 +103,8 @@ def status_version(patient_id: str) -> str:
 
 
 def idempotency(caller: str, idempotency_key: str) -> str:
-    return f"{PREFIX}idem:{caller}:{idempotency_key}"
+    # The caller's name is length-prefixed: names may hold ':', and ("a", "b:c") must not meet ("a:b", "c").
+    return f"{PREFIX}idem:{len(caller)}:{caller}:{idempotency_key}"
 
 
 def timeline(patient_id: str) -> str:

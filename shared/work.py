@@ -122,7 +122,7 @@ def trim_audit(r: redis.Redis, retention_days: float) -> int:
     no retention set (0) keep them all. Returns how many were dropped."""
     if retention_days <= 0:
         return 0
-    oldest_kept_ms = now_ms() - int(retention_days * 86_400_000)
+    oldest_kept_ms = max(0, now_ms() - int(retention_days * 86_400_000))
     return int(r.xtrim(keys.AUDIT, minid=oldest_kept_ms, approximate=False))
 
 

@@ -98,9 +98,10 @@ def test_data_cutoff_before_any_follow_up_is_not_evaluable():
     records = {"late": follow_up_record({**REG, "enrolled_on": "2024-05-01"}, results, [])}
     data = cohort_data(records, {**DEFAULT_DEFINITION, "data_cutoff": "2024-04-30"})
     assert data.not_evaluable == ["late"] and data.time_days.size == 0
-    # A record kept before first_assay existed is judged by its last assay.
+    # A record kept before first_assay existed skips that check (until its recompute): never dropped.
     legacy = {k: v for k, v in follow_up_record(REG, results, []).items() if k != "first_assay"}
     assert outcome(legacy, {**DEFAULT_DEFINITION, "data_cutoff": "2024-06-01"}) == (152.0, ENDPOINT)
+    assert outcome(legacy, {**DEFAULT_DEFINITION, "data_cutoff": "2024-01-31"}) == (30.0, CENSORED)
 
 
 def test_not_evaluable_without_results_since_enrolment_or_enrolment():

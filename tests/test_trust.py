@@ -443,3 +443,62 @@ def test_workers_silent_for_a_day_are_forgotten(r):
     listed = {w.decode() for w in r.zrange(keys.WORKERS, 0, -1)}
     assert "gone@old-host" not in listed and {"quiet@host", "test@host"} <= listed
     r.zrem(keys.WORKERS, "quiet@host", "test@host")
+
+
+def test_audit_retention_is_checked_and_a_long_one_trims_nothing(monkeypatch, r):
+    for bad in ("-1", "inf", "nan", "40000"):
+        monkeypatch.setenv("AUDIT_RETENTION_DAYS", bad)
+        with pytest.raises(ValueError, match="AUDIT_RETENTION_DAYS"):
+            load_settings()
+    monkeypatch.setenv("AUDIT_RETENTION_DAYS", "36500")
+    assert load_settings().audit_retention_days == 36500
+    before = r.xlen(keys.AUDIT)
+    assert work.trim_audit(r, 36500) == 0 and r.xlen(keys.AUDIT) == before  # a MINID before 1970: 0
+
+
+def test_idempotency_keys_of_two_callers_never_meet():
+    assert keys.idempotency("a", "b:c") != keys.idempotency("a:b", "c")
+
+
+def test_a_stored_write_answers_202_even_if_its_answer_cannot_be_remembered(client, r, pid, monkeypatch):
+    import redis as redis_lib
+
+    from services.api import idempotency
+
+    register(client, pid)
+
+    def down(*args, **kwargs):
+        raise redis_lib.exceptions.ConnectionError("Connection closed by server.")
+
+    monkeypatch.setattr(idempotency.store, "remember_response", down)
+    body = [result(pid, f"{pid}-M1")]
+    resp = client.post("/v1/assay-results", json=body, headers={"Idempotency-Key": f"mem-{pid}"})
+    assert resp.status_code == 202 and r.hexists(keys.results(pid), f"{pid}-M1")
+
+
+def test_two_requests_in_one_app_context_each_read_their_own_body(app, r, pid):
+    client = app.test_client()
+    register(client, pid)
+    with app.app_context():  # a script or test may hold one around several requests
+        for rid in (f"{pid}-C1", f"{pid}-C2"):
+            assert client.post("/v1/assay-results", json=result(pid, rid)).status_code == 202
+    assert r.hexists(keys.results(pid), f"{pid}-C1") and r.hexists(keys.results(pid), f"{pid}-C2")
+
+
+def test_an_unexpected_error_logs_the_stacks_it_was_raised_from(app, caplog, monkeypatch, pid):
+    from services.api import patients
+
+    inner, outer = "inner-" + pid, "outer-" + pid  # built at run time: not in the stack's source lines
+
+    def fails(*args, **kwargs):
+        try:
+            raise LookupError(inner)
+        except LookupError as exc:
+            raise RuntimeError(outer) from exc
+
+    monkeypatch.setattr(patients.store, "register_patient", fails)
+    caplog.set_level(logging.ERROR)
+    assert app.test_client().put(f"/v1/patients/{pid}", json={"cohorts": []}).status_code == 500
+    text = "\n".join(rec.getMessage() for rec in caplog.records)
+    assert "LookupError:" in text and "RuntimeError:" in text
+    assert inner not in text and outer not in text

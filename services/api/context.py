@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import redis
 from celery import Celery
-from flask import current_app, g, request
+from flask import current_app, request
 
 from services.api.auth import caller
 from services.api.errors import Problem
@@ -33,20 +33,25 @@ def ctx() -> ApiContext:
     return current_app.extensions["cml"]
 
 
+_PARSED = "cml.json_body"
+
+
 def json_body() -> Any:
     """The request body parsed as JSON (once per request: the Idempotency-Key hash and the route both
     read it), or a 415/400 problem saying what is wrong with it."""
-    if "json_body" in g:
-        return g.json_body
+    cached = request.environ.get(_PARSED)
+    if cached is not None:
+        return cached[0]
     if not request.is_json:
         raise Problem(
             415, "unsupported-media-type", "Unsupported media type", "Send the body as application/json."
         )
     try:
-        g.json_body = orjson.loads(request.get_data(cache=True))
+        body = orjson.loads(request.get_data(cache=True))
     except orjson.JSONDecodeError as exc:
         raise Problem(400, "malformed-json", "Malformed JSON", f"The body is not valid JSON: {exc}") from exc
-    return g.json_body
+    request.environ[_PARSED] = (body,)  # on the request itself: flask.g may outlive one request
+    return body
 
 
 def audit_entry(**ids: object) -> dict:

@@ -96,6 +96,18 @@ def validation_problem(err: ValidationError, prefix: tuple = ()) -> Response:
     return problem_response(422, "invalid-input", "The request body is not valid", detail, errors=errors)
 
 
+def _stacks(exc: BaseException) -> str:
+    """The stacks of an exception and of those it was raised from, by type, never by message: an
+    exception's text may quote a patient id or a value."""
+    parts, seen = [], set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        parts.append(f"{type(current).__name__}:\n{''.join(traceback.format_tb(current.__traceback__))}")
+        current = current.__cause__ or current.__context__
+    return "during which, or from:\n".join(reversed(parts))
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Problem)
     def _problem(exc: Problem) -> Response:
@@ -127,7 +139,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        # The stack, not the message: an exception's text may quote a patient id or a value.
-        stack = "".join(traceback.format_tb(exc.__traceback__))
-        log.error("unhandled %s on %s %s\n%s", type(exc).__name__, request.method, request.url_rule, stack)
+        log.error(
+            "unhandled %s on %s %s\n%s", type(exc).__name__, request.method, request.url_rule, _stacks(exc)
+        )
         return problem_response(500, "internal-error", "Internal error", "An unexpected error occurred.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import logging
 import re
 from collections.abc import Callable
 
@@ -21,6 +22,8 @@ from services.api.auth import caller
 from services.api.context import ctx, json_body
 from services.api.errors import Problem
 from shared import store
+
+log = logging.getLogger(__name__)
 
 HEADER = "Idempotency-Key"
 KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,128}")
@@ -87,18 +90,18 @@ def idempotent(view: Callable[..., Response]) -> Callable[..., Response]:
             with contextlib.suppress(redis.exceptions.RedisError):
                 store.release_idempotency_key(c.redis, who, key)
             raise
-        if response.status_code >= 300:
-            store.release_idempotency_key(c.redis, who, key)
-        else:
-            store.remember_response(
-                c.redis,
-                who,
-                key,
-                request_hash,
-                response.status_code,
-                response.get_data(),
-                c.settings.task_ttl_s,
-            )
+        try:
+            if response.status_code >= 300:
+                store.release_idempotency_key(c.redis, who, key)
+            else:
+                store.remember_response(
+                    c.redis, who, key, request_hash, response.status_code, response.get_data(),
+                    c.settings.task_ttl_s,
+                )  # fmt: skip
+        except redis.exceptions.RedisError as exc:
+            # The write itself is stored: its 202 stands. A retry meets the reservation (409, retry) until
+            # it lapses, then is stored again as "unchanged": the data's own idempotency holds.
+            log.warning("could not remember an Idempotency-Key answer: %s", type(exc).__name__)
         return response
 
     return run

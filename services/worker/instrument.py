@@ -21,7 +21,13 @@ log = logging.getLogger(__name__)
 
 
 # Failures of the infrastructure, not of the item being computed.
-TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OperationalError)
+TRANSIENT = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,  # a restarted Redis replaying its AOF
+    redis.exceptions.ReadOnlyError,  # a replica during failover
+    OperationalError,
+)
 
 
 def _count(task_name: str, outcome: str, seconds: float) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 
+import redis
 from celery.signals import worker_ready, worker_shutdown
 
 from services.worker import app, settings
@@ -25,7 +26,6 @@ _stop = threading.Event()
 def sweep_once(worker: str) -> int:
     r = redis_client()
     work.heartbeat(r, worker)
-    work.trim_audit(r, settings.audit_retention_days)
     requeued = 0
     for kind, task in TASK_FOR_KIND.items():
         due = work.due_for_requeue(r, kind, settings.requeue_after_s)
@@ -34,6 +34,11 @@ def sweep_once(worker: str) -> int:
         if due:
             log.info("sweeper requeued %d dirty %ss", len(due), kind)
         requeued += len(due)
+    # After the requeue, on its own: housekeeping must never hold up lost work.
+    try:
+        work.trim_audit(r, settings.audit_retention_days)
+    except redis.exceptions.RedisError as exc:
+        log.warning("audit trim failed: %s", type(exc).__name__)
     return requeued
 
 
