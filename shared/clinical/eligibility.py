@@ -22,7 +22,7 @@ from shared.clinical.therapy import (
     TkiCourse,
     first_line_status,
     off_tki_periods,
-    on_tki_on,
+    taken_on_tki,
 )
 from shared.clinical.timeline import days_between, parse_date, years_to_days
 
@@ -300,10 +300,7 @@ def _no_prior_failure(
     if started is None:
         return criterion(None, "TKI start date not recorded: milestones not assessable")
     failed = [m["milestone"] for m in milestones if m["assessment"] == "failure"]
-    # A loss of response off TKI (during a TFR attempt) is the trigger to restart, not a treatment failure.
-    periods = off_tki_periods(events)
-    treated = [r for r in results if on_tki_on(r.collected_on, periods)]
-    later = failures_after_12m(parse_date(started), treated)
+    later = failures_after_12m(parse_date(started), taken_on_tki(results, events))
     if failed or later:
         where = failed + [f"result {r.result_id} > 1% on {r.collected_on.isoformat()}" for r in later]
         return criterion(False, f"ELN 2020 failure: {', '.join(dict.fromkeys(where))}")

@@ -19,7 +19,7 @@ from shared.clinical.eligibility import actim_eligibility, tfr_eligibility
 from shared.clinical.milestones import assess_milestones, current_assessment
 from shared.clinical.response import LEVELS, MMR_THRESHOLD, at_least, level_rank
 from shared.clinical.scored import ScoredResult, level_setting, score_results
-from shared.clinical.therapy import Event, off_tki_periods, on_tki_on, parse_events, tki_course
+from shared.clinical.therapy import Event, parse_events, taken_on_tki, tki_course
 from shared.clinical.timeline import iso, months_between, parse_date
 
 FIRST_REACHED_LEVELS = ("MMR", "MR4", "MR4.5", "MR5")
@@ -44,10 +44,7 @@ def patient_status(
     tki_started_on = _optional_date(registration.get("tki_started_on"))
     assessed_on = _assessed_on(scored, timeline, enrolled_on, tki_started_on)
     course = tki_course(registration, timeline)
-    # ELN 2020 milestones judge therapy: samples taken off TKI (a treatment-free remission) are not theirs.
-    periods = off_tki_periods(timeline)
-    treated = [r for r in scored if on_tki_on(r.collected_on, periods)]
-    milestones, milestones_reason = _milestones(tki_started_on, treated, assessed_on)
+    milestones, milestones_reason = _milestones(tki_started_on, taken_on_tki(scored, timeline), assessed_on)
     current = current_assessment(milestones)
     latest = scored[-1] if scored else None
     setting = level_setting(scored)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
 
 from shared.clinical.timeline import parse_date
+
+T = TypeVar("T")
 
 # ELN 2020: second-generation TKIs need > 4 years of therapy (not > 5) before a TFR attempt.
 SECOND_GENERATION_TKIS = frozenset({"nilotinib", "dasatinib", "bosutinib"})
@@ -112,6 +114,14 @@ def on_tki_on(day: date, periods: Iterable[tuple[date, date | None]]) -> bool:
     return not any(
         stopped < day and (restarted is None or day <= restarted) for stopped, restarted in periods
     )
+
+
+def taken_on_tki(results: Sequence[T], events: Iterable[Event]) -> list[T]:
+    """The results (anything with a `collected_on` date) whose sample was taken on TKI: what ELN 2020
+    milestones and failures judge (a loss of response off TKI, in a TFR attempt, is the trigger to
+    restart, not a treatment failure)."""
+    periods = off_tki_periods(events)
+    return [r for r in results if on_tki_on(r.collected_on, periods)]
 
 
 def first_line_status(registration: Mapping[str, Any], events: Iterable[Event]) -> tuple[bool | None, str]:
