@@ -23,7 +23,8 @@ from marshmallow import (
     validates_schema,
 )
 
-from shared.clinical.therapy import EVENT_TYPES
+from shared.clinical.drugs import accepted_names, resolve_tki
+from shared.clinical.therapy import EVENT_TYPES, PROGRESSION_PHASES, REASON_CODES
 from shared.cohorts import DEFAULT_DEFINITION, ENDPOINT_LEVELS
 
 # Ids become part of Redis keys and log lines: a conservative alphabet, no braces or '|'.
@@ -152,36 +153,111 @@ class AssayResultSchema(_Strict):
             raise ValidationError(errors)
 
 
+def _known_tki(value: str) -> None:
+    # An unknown name is refused rather than guessed: it would silently change the TFR duration and the
+    # count of lines (shared/clinical/drugs.py).
+    if resolve_tki(value) is None:
+        raise ValidationError(f"unknown TKI {value.strip()!r}; accepted: {accepted_names()}")
+
+
+def _tki_field() -> fields.String:
+    return fields.String(load_default=None, allow_none=True, validate=[_NAME, _known_tki])
+
+
+def _normalise_tki(data: dict) -> None:
+    """`tki` becomes the drug's generic name (ELN 2020: brand or generic, one drug); the name as written,
+    when it is a brand or a generic product, is kept as `tki_product`."""
+    written = data.get("tki")
+    if written is not None:
+        drug = resolve_tki(written)
+        data["tki"] = drug.generic
+        product = data.get("tki_product") or written.strip()
+        data["tki_product"] = None if product.lower() == drug.generic else product
+    if data.get("tki_product") is None:
+        data.pop("tki_product", None)  # absent, not null: a repost of an old registration is unchanged
+
+
+def _check_product(data: dict) -> None:
+    product, tki = data.get("tki_product"), data.get("tki")
+    if product is None:
+        return
+    if tki is None:
+        raise ValidationError("needs tki: the drug this product is", "tki_product")
+    if resolve_tki(product) is not resolve_tki(tki):
+        raise ValidationError(f"names another drug than tki {tki!r}", "tki_product")
+
+
 class PatientSchema(_Strict):
     cohorts = fields.List(fields.String(validate=_ID), load_default=list, validate=validate.Length(max=50))
     enrolled_on = ClinicalDate(load_default=None, allow_none=True)
-    tki = fields.String(load_default=None, allow_none=True, validate=_NAME)
+    tki = _tki_field()
+    tki_product = fields.String(load_default=None, allow_none=True, validate=[_NAME, _known_tki])
     tki_started_on = ClinicalDate(load_default=None, allow_none=True)
     dose_mg = Number(
         load_default=None, allow_none=True, validate=validate.Range(0, MAX_DOSE_MG, min_inclusive=False)
     )
 
+    @validates_schema
+    def _product(self, data: dict, **kwargs: Any) -> None:
+        _check_product(data)
+
     @post_load
     def _normalise(self, data: dict, **kwargs: Any) -> dict:
         data["cohorts"] = sorted(set(data["cohorts"]))
-        if data["tki"] is not None:
-            data["tki"] = data["tki"].strip().lower()
+        _normalise_tki(data)
         return data
+
+
+class ReasonCode(fields.String):
+    """A coded reason for a change of therapy (clinical-rules.md s.8), any case; free text goes beside."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        code = "_".join(text.strip().lower().replace("-", " ").split())
+        if code not in REASON_CODES:
+            raise ValidationError(f"must be one of {', '.join(REASON_CODES)}; put free text in reason_text")
+        return code
+
+
+# Fields that belong to one event type only: given with another, they are refused (not silently kept).
+_FIELDS_OF_TYPE = {"mutation": "resistance_mutation", "karyotype": "high_risk_aca", "phase": "progression"}
+_REQUIRED_OF_TYPE = {"resistance_mutation": "mutation", "high_risk_aca": "karyotype"}
 
 
 class EventSchema(_Strict):
     event_id = fields.String(load_default=None, validate=_ID)
     type = fields.String(required=True, validate=validate.OneOf(EVENT_TYPES))
     date = ClinicalDate(required=True)
-    tki = fields.String(load_default=None, allow_none=True, validate=_NAME)
+    tki = _tki_field()
+    tki_product = fields.String(load_default=None, allow_none=True, validate=[_NAME, _known_tki])
     dose_mg = Number(
         load_default=None, allow_none=True, validate=validate.Range(0, MAX_DOSE_MG, min_inclusive=False)
     )
-    reason = _text(200)
+    reason = ReasonCode(load_default=None, allow_none=True)
+    reason_text = _text(500)
+    # ELN 2020 failures no assay shows (clinical-rules.md s.9): the mutation (e.g. T315I), the
+    # karyotype (ISCN text), the phase of a progression.
+    mutation = _text(100)
+    karyotype = _text(500)
+    phase = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(PROGRESSION_PHASES))
     note = _text(500)
+
+    @validates_schema
+    def _per_type(self, data: dict, **kwargs: Any) -> None:
+        errors: dict[str, list[str]] = {}
+        for name, owner in _FIELDS_OF_TYPE.items():
+            if data.get(name) is not None and data.get("type") != owner:
+                errors[name] = [f"only for events of type {owner}"]
+        required = _REQUIRED_OF_TYPE.get(data.get("type", ""))
+        if required and not (data.get(required) or "").strip():
+            errors[required] = [f"is required for {data['type']}"]
+        if errors:
+            raise ValidationError(errors)
+        _check_product(data)
 
     @post_load
     def _drop_empty(self, data: dict, **kwargs: Any) -> dict:
+        _normalise_tki(data)
         # Absent optional fields are not stored, so a repost with or without nulls is identical.
         return {k: v for k, v in data.items() if v is not None}
 

@@ -509,9 +509,11 @@ def test_events_conform(call, pid):
     url = f"/v1/patients/{pid}/events"
     call("POST", url, EVENTS, 404, json={"type": "death", "date": "2024-02-01"})
     register(call.client, pid)
-    one = call("POST", url, EVENTS, 202, json={"type": "tki_stopped", "date": "2024-02-01", "reason": "TFR"})
+    stop = {"type": "tki_stopped", "date": "2024-02-01", "reason": "treatment_free_remission"}
+    one = call("POST", url, EVENTS, 202, json=stop)
+    # Any case and spacing of a code is the code (the spec lists the canonical spelling).
     repost = call(
-        "POST", url, EVENTS, 202, json={"type": "tki_stopped", "date": "2024-02-01", "reason": "TFR"}
+        "POST", url, EVENTS, 202, valid_request=False, json={**stop, "reason": "Treatment free remission"}
     )
     assert repost.get_json()["accepted"] == one.get_json()["accepted"]
     assert repost.get_json()["tasks"][0]["data_version"] == one.get_json()["tasks"][0]["data_version"]
@@ -526,6 +528,9 @@ def test_events_conform(call, pid):
     )
     assert {e["pointer"] for e in bad.get_json()["errors"]} == {"/1/type", "/1/date"}
     call("POST", url, EVENTS, 422, valid_request=False, json={"type": "death"})
+    free_text = call("POST", url, EVENTS, 422, valid_request=False, json={**stop, "reason": "TFR attempt"})
+    assert [e["pointer"] for e in free_text.get_json()["errors"]] == ["/reason"]
+    assert "reason_text" in free_text.get_json()["errors"][0]["detail"]
     call("POST", url, EVENTS, 422, valid_request=False, json=[])
     call("POST", "/v1/patients/-bad/events", EVENTS, 422, valid_request=False, json=events[1])
     call("POST", url, EVENTS, 400, valid_request=False, data=b"{type: death}", content_type=JSON)

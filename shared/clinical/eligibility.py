@@ -13,17 +13,13 @@ from datetime import date
 from fractions import Fraction
 from typing import Any
 
+from shared.clinical.drugs import drug
+from shared.clinical.failures import progression, progression_text
+from shared.clinical.lines import TherapyHistory, first_line_status
 from shared.clinical.milestones import failures_after_12m
 from shared.clinical.response import MMR_THRESHOLD, MR4_5_THRESHOLD, at_least
 from shared.clinical.scored import ScoredResult
-from shared.clinical.therapy import (
-    SECOND_GENERATION_TKIS,
-    Event,
-    TkiCourse,
-    first_line_status,
-    off_tki_periods,
-    taken_on_tki,
-)
+from shared.clinical.therapy import Event, TkiCourse, off_tki_periods, taken_on_tki
 from shared.clinical.timeline import days_between, parse_date, years_to_days
 
 # ACTIM entry (EudraCT 2009-011675-79): imatinib for at least 2 years at a stable daily dose.
@@ -31,8 +27,9 @@ ACTIM_TKI = "imatinib"
 ACTIM_STABLE_DAYS = years_to_days(2)  # 730.5 days
 
 # ELN 2020 requirements for TKI discontinuation (Hochhaus 2020, TFR section).
-TFR_TKI_DAYS = years_to_days(5)  # > 5 years of TKI
-TFR_TKI_DAYS_2G = years_to_days(4)  # > 4 years for second-generation TKIs
+# > 5 years of TKI (> 4 years for second-generation TKIs): per drug in drugs.TKIS.
+TFR_TKI_DAYS = years_to_days(5)
+TFR_TKI_DAYS_2G = years_to_days(4)
 TFR_DMR_DAYS_MINIMAL = years_to_days(2)  # MR4 or deeper lasting > 2 years
 TFR_DMR_DAYS_MR4 = years_to_days(3)  # optimal: > 3 years if MR4
 TFR_DMR_DAYS_MR4_5 = years_to_days(2)  # optimal: > 2 years if MR4.5
@@ -59,50 +56,44 @@ def _years(days: Fraction) -> str:
 
 
 def actim_eligibility(
-    registration: Mapping[str, Any],
     course: TkiCourse,
-    events: Sequence[Event],
+    history: TherapyHistory,
     latest: ScoredResult | None,
-    assessed_on: date | None,
+    documented: date | None,
 ) -> dict[str, Any]:
     """ACTIM entry, judged on the latest result: where its sensitivity cannot tell, the criterion is
     unknown (repeat the sample), never taken from an older result."""
     criteria = {
-        "imatinib_2_years_stable_dose": _actim_imatinib(registration, course, events, assessed_on),
+        "imatinib_2_years_stable_dose": _actim_imatinib(course, history, documented),
         "in_mmr": _actim_in_mmr(latest),
         "not_in_mr4_5": _actim_not_mr4_5(latest),
     }
     return {"eligible": combine([c["met"] for c in criteria.values()]), "criteria": criteria}
 
 
-def _actim_imatinib(
-    registration: Mapping[str, Any], course: TkiCourse, events: Sequence[Event], assessed_on: date | None
-) -> dict[str, Any]:
+def _actim_imatinib(course: TkiCourse, history: TherapyHistory, documented: date | None) -> dict[str, Any]:
     if course.current_tki is None:
         return criterion(None, "TKI not recorded")
     if course.current_tki != ACTIM_TKI:
         return criterion(False, f"current TKI is {course.current_tki}, not imatinib")
     if not course.on_tki:
         return criterion(False, "not on TKI (stopped)")
-    started = registration.get("tki_started_on")
-    if started is None or assessed_on is None:
+    since = history.stable_since
+    if since is None or documented is None:
         return criterion(None, "TKI start date not recorded")
-    days_on = days_between(parse_date(started), assessed_on)
+    # A stable dose since the last start, restart, change of drug or of dose (a brand for its generic is
+    # none: lines.py), up to the last date that documents the patient on it (clinical-rules.md s.8).
+    days_on = days_between(since, documented)
     if days_on < ACTIM_STABLE_DAYS:
         return criterion(
-            False, f"on TKI {days_on} days by {assessed_on.isoformat()}, fewer than 730.5 (2 years)"
+            False,
+            f"imatinib at this dose since {since.isoformat()}: {days_on} days to {documented.isoformat()},"
+            " fewer than 730.5 (2 years)",
         )
-    for event in reversed(events):
-        # Any drug or dose change, or a stop, within the last 2 years breaks "2 years at a stable dose".
-        if (
-            event.type in ("tki_changed", "tki_stopped")
-            and days_between(event.on, assessed_on) < ACTIM_STABLE_DAYS
-        ):
-            return criterion(
-                False, f"{event.type} on {event.on.isoformat()}, within 2 years of {assessed_on.isoformat()}"
-            )
     return criterion(
-        True, f"imatinib at a stable dose for >= 2 years (730.5 days) by {assessed_on.isoformat()}"
+        True,
+        f"imatinib at a stable dose since {since.isoformat()}, >= 2 years (730.5 days) by"
+        f" {documented.isoformat()}",
     )
 
 
@@ -144,18 +135,20 @@ def _actim_not_mr4_5(latest: ScoredResult | None) -> dict[str, Any]:
 def tfr_eligibility(
     registration: Mapping[str, Any],
     course: TkiCourse,
+    history: TherapyHistory,
     events: Sequence[Event],
     results: Sequence[ScoredResult],
     milestones: Sequence[Mapping[str, Any]],
-    assessed_on: date | None,
+    documented: date | None,
+    failures: Sequence[Mapping[str, Any]],
 ) -> dict[str, Any]:
-    tki_days = _tki_days(registration, events, assessed_on)
+    tki_days = _tki_days(registration, events, documented)
     minimal = {
-        "first_line_tki": criterion(*first_line_status(registration, events)),
+        "first_line_tki": criterion(*first_line_status(history)),
         "typical_transcript": _typical_transcript(results),
         "tki_duration": _tki_duration(course.current_tki, tki_days),
         "dmr_over_2_years": _dmr_minimal(results),
-        "no_prior_failure": _no_prior_failure(registration, events, results, milestones),
+        "no_prior_failure": _no_prior_failure(registration, events, results, milestones, failures),
     }
     minimal_eligible = combine([c["met"] for c in minimal.values()])
     optimal = {
@@ -163,7 +156,7 @@ def tfr_eligibility(
         "dmr_duration": _dmr_optimal(results),
     }
     return {
-        "mandatory": criterion(None, "not assessed: not derivable from assays"),
+        "mandatory": _mandatory(events),
         "minimal": {"eligible": minimal_eligible, "criteria": minimal},
         # Optimal is in addition to minimal (ELN 2020), so it cannot be True while minimal is not.
         "optimal": {
@@ -175,6 +168,17 @@ def tfr_eligibility(
     }
 
 
+def _mandatory(events: Sequence[Event]) -> dict[str, Any]:
+    # ELN 2020 mandatory: CML in first chronic phase only (the others, motivation and laboratory access,
+    # are not in the data). Progression ends first chronic phase (clinical-rules.md s.9).
+    ended = progression(events)
+    if ended is not None:
+        return criterion(
+            False, f"{progression_text(ended)} on {ended.on.isoformat()}: no longer in first chronic phase"
+        )
+    return criterion(None, "not assessed: first chronic phase, motivation and laboratory access not recorded")
+
+
 def _tfr_note(course: TkiCourse) -> str:
     if course.last_stopped_on is None:
         return "TKI not stopped; mandatory criteria are not derivable from assays"
@@ -184,16 +188,17 @@ def _tfr_note(course: TkiCourse) -> str:
 
 
 def _tki_days(
-    registration: Mapping[str, Any], events: Sequence[Event], assessed_on: date | None
+    registration: Mapping[str, Any], events: Sequence[Event], documented: date | None
 ) -> int | None:
-    """Days on TKI: from the start to now, or to the stop if off TKI (TFR under way), less the time off
-    between an earlier stop and its restart (the same periods the milestones leave out)."""
+    """Days on TKI: from the start to the last date documenting therapy (a result or a therapy event,
+    never a death or a loss to follow-up: clinical-rules.md s.8), or to the stop if off TKI (TFR under
+    way), less the time off between an earlier stop and its restart (the periods the milestones leave out)."""
     started = registration.get("tki_started_on")
-    if started is None or assessed_on is None:
+    if started is None or documented is None:
         return None
     start = parse_date(started)
     periods = off_tki_periods(events)
-    end = next((stopped for stopped, restarted in periods if restarted is None), assessed_on)
+    end = next((stopped for stopped, restarted in periods if restarted is None), documented)
     off = sum(days_between(max(s, start), r) for s, r in periods if r is not None and r <= end and r > start)
     return days_between(start, end) - off
 
@@ -210,10 +215,15 @@ def _over(days: int | None, threshold: Fraction, what: str) -> dict[str, Any]:
 def _tki_duration(current_tki: str | None, days: int | None) -> dict[str, Any]:
     if days is None:
         return criterion(None, "TKI start date not recorded")
-    if current_tki in SECOND_GENERATION_TKIS:
-        return _over(days, TFR_TKI_DAYS_2G, f"TKI therapy ({current_tki}, second generation)")
-    if current_tki is not None:
-        return _over(days, TFR_TKI_DAYS, f"TKI therapy ({current_tki})")
+    known = drug(current_tki)
+    if known is not None and known.tfr_min_days is None:
+        # Ponatinib is given after failure (no TFR setting in ELN 2020); asciminib came after it.
+        return criterion(
+            None, f"ELN 2020 gives no minimal TKI duration for {current_tki} ({known.tki_class})"
+        )
+    if known is not None:
+        what = f"TKI therapy ({current_tki}, {known.tki_class.replace('_', ' ')})"
+        return _over(days, known.tfr_min_days, what)
     # Unknown drug: decide only where both thresholds agree.
     if days > TFR_TKI_DAYS:
         return criterion(True, f"TKI therapy {days} days, more than 5 years")
@@ -292,10 +302,11 @@ def _no_prior_failure(
     events: Sequence[Event],
     results: Sequence[ScoredResult],
     milestones: Sequence[Mapping[str, Any]],
+    failures: Sequence[Mapping[str, Any]],
 ) -> dict[str, Any]:
-    progression = [e for e in events if e.type == "progression"]
-    if progression:
-        return criterion(False, f"progression recorded on {progression[0].on.isoformat()} (ELN 2020 failure)")
+    if failures:
+        # A failure event counts whether or not a change of drug has since superseded it (failures.py).
+        return criterion(False, "; ".join(f["reason"] for f in failures))
     started = registration.get("tki_started_on")
     if started is None:
         return criterion(None, "TKI start date not recorded: milestones not assessable")

@@ -15,11 +15,14 @@ from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any
 
+from shared.clinical.actions import monitoring, open_actions, same_day_discordance
 from shared.clinical.eligibility import actim_eligibility, tfr_eligibility
+from shared.clinical.failures import eln_failures, eln_warnings
+from shared.clinical.lines import therapy_history
 from shared.clinical.milestones import assess_milestones, current_assessment
 from shared.clinical.response import LEVELS, MMR_THRESHOLD, at_least, level_rank
 from shared.clinical.scored import ScoredResult, level_setting, score_results
-from shared.clinical.therapy import Event, parse_events, taken_on_tki, tki_course
+from shared.clinical.therapy import Event, documented_on, parse_events, taken_on_tki, tki_course
 from shared.clinical.timeline import iso, months_between, parse_date
 
 FIRST_REACHED_LEVELS = ("MMR", "MR4", "MR4.5", "MR5")
@@ -43,20 +46,29 @@ def patient_status(
     enrolled_on = _optional_date(registration.get("enrolled_on"))
     tki_started_on = _optional_date(registration.get("tki_started_on"))
     assessed_on = _assessed_on(scored, timeline, enrolled_on, tki_started_on)
+    documented = documented_on((r.collected_on for r in scored), timeline) or assessed_on
     course = tki_course(registration, timeline)
-    milestones, milestones_reason = _milestones(tki_started_on, taken_on_tki(scored, timeline), assessed_on)
+    history = therapy_history(registration, timeline)
+    on_tki = taken_on_tki(scored, timeline)
+    milestones, milestones_reason = _milestones(tki_started_on, on_tki, assessed_on)
     current = current_assessment(milestones)
+    failures = eln_failures(timeline, history, tki_started_on)
+    assessment, basis = overall_assessment(current, failures)
     latest = scored[-1] if scored else None
     setting = level_setting(scored)
     at_level = setting[-1] if setting else None  # the result the current level comes from
+    level = None if at_level is None else at_level.classification.level
+    schedule = monitoring(scored, timeline, course, level, tki_started_on)
     return {
         "patient_id": registration["patient_id"],
         "assessed_on": iso(assessed_on),
         "results_count": len(scored),
         "results_withdrawn": withdrawn,
-        "response_level": None if at_level is None else at_level.classification.level,
+        "response_level": level,
         "is_percent": None if at_level is None else at_level.classification.is_percent,
         "response_level_on": None if at_level is None else at_level.collected_on.isoformat(),
+        # The result `response_level`, `is_percent` and `response_level_on` come from.
+        "is_percent_result_id": None if at_level is None else at_level.result_id,
         "latest_result": None if latest is None else _result_view(latest),
         **_best(scored),
         "first_reached": {level: _first_reached(scored, level) for level in FIRST_REACHED_LEVELS},
@@ -65,12 +77,51 @@ def patient_status(
         "loss_of_mmr": loss_of_mmr(scored),
         "milestones": milestones,
         "milestones_reason": milestones_reason,
-        "eln_assessment": None if current is None else current["assessment"],
+        "eln_assessment": assessment,
         "eln_assessment_milestone": None if current is None else current["milestone"],
-        "actim_eligible": actim_eligibility(registration, course, timeline, latest, assessed_on),
-        "tfr_eligibility": tfr_eligibility(registration, course, timeline, scored, milestones, assessed_on),
+        "eln_assessment_basis": basis,
+        "eln_failures": failures,
+        "eln_warnings": eln_warnings(timeline, tki_started_on),
+        "actim_eligible": actim_eligibility(course, history, latest, documented),
+        "tfr_eligibility": tfr_eligibility(
+            registration, course, history, timeline, scored, milestones, documented, failures
+        ),
         "events": [event.to_dict() for event in timeline],
         "on_tki": course.on_tki,
+        "therapy": history.to_dict(),
+        "unknown_tki": history.unknown_tki,
+        "documented_on": iso(documented),
+        "actions": open_actions(scored, on_tki, timeline, course, milestones, assessment, basis),
+        "next_sample_due": schedule["next_sample_due"],
+        "monitoring": schedule,
+        "same_day_discordant": same_day_discordance(scored),
+    }
+
+
+def overall_assessment(
+    current: Mapping[str, Any] | None, failures: Sequence[Mapping[str, Any]]
+) -> tuple[str | None, dict[str, Any] | None]:
+    """ELN 2020 assessment now: "failure" while a failure event holds (failures.py), else the current
+    milestone's. The basis says which, with its date and reason."""
+    holding = [f for f in failures if f["current"]]
+    if holding:
+        latest = holding[-1]
+        return "failure", {
+            "kind": "event",
+            "type": latest["type"],
+            "event_id": latest["event_id"],
+            "date": latest["date"],
+            "reason": latest["reason"],
+        }
+    if current is None:
+        return None, None
+    collected = current.get("collected_at")
+    return current["assessment"], {
+        "kind": "milestone",
+        "milestone": current["milestone"],
+        "result_id": current.get("result_id"),
+        "date": None if collected is None else parse_date(collected).isoformat(),
+        "reason": current["reason"],
     }
 
 
@@ -141,6 +192,9 @@ def loss_of_mmr(scored: Sequence[ScoredResult]) -> dict[str, Any]:
     whether the patient is in MMR.
 
     Single loss: any later result > 0.1% (ELN 2020: warning on TKI; trigger to resume TKI in TFR).
+    `ever_lost` (also `lost`, kept for readers of the first version) says whether MMR was ever lost,
+    `current` whether the latest result telling MMR is a loss, `regained_on` when MMR was regained
+    after the latest loss (None while the loss is current or if MMR was never lost).
     Confirmed loss: two consecutive results > 0.1%, one of them >= 1% (ELN 2013, Baccarani Blood 2013).
     """
     first_mmr = next((i for i, r in enumerate(scored) if at_least(r.classification.level, "MMR")), None)
@@ -154,12 +208,20 @@ def loss_of_mmr(scored: Sequence[ScoredResult]) -> dict[str, Any]:
         ):
             confirmed_on = later.collected_on
             break
+    current = bool(after) and _is_loss(after[-1])
+    regained_on = None
+    if losses and not current:
+        # The first result after the latest loss that shows MMR again.
+        last_loss = after.index(losses[-1])
+        regained_on = next(r.collected_on for r in after[last_loss + 1 :] if not _is_loss(r))
     return {
         "lost": bool(losses),
+        "ever_lost": bool(losses),
         "first_lost_on": losses[0].collected_on.isoformat() if losses else None,
         "confirmed": confirmed_on is not None,
         "confirmed_on": iso(confirmed_on),
-        "current": bool(after) and _is_loss(after[-1]),
+        "current": current,
+        "regained_on": iso(regained_on),
     }
 
 

@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, TypeVar
 
+from shared.clinical.drugs import tki_generic
 from shared.clinical.timeline import parse_date
 
 T = TypeVar("T")
 
-# ELN 2020: second-generation TKIs need > 4 years of therapy (not > 5) before a TFR attempt.
-SECOND_GENERATION_TKIS = frozenset({"nilotinib", "dasatinib", "bosutinib"})
 EVENT_TYPES = (
     "tki_stopped",
     "tki_changed",
@@ -21,9 +20,31 @@ EVENT_TYPES = (
     "progression",
     "death",
     "lost_to_follow_up",
+    # ELN 2020 failures no transcript level shows (clinical-rules.md s.9), and a negative analysis.
+    "resistance_mutation",
+    "high_risk_aca",
+    "mutation_analysis",
 )
-# Changes of drug made for this reason alone keep a patient "first-line" for TFR (ELN 2020).
+# Events that document the patient on therapy: with results, they end every duration on therapy.
+# An event documenting absence (lost to follow-up, death) never extends one (clinical-rules.md s.8).
+THERAPY_EVENTS = frozenset({"tki_stopped", "tki_changed", "add_on_started", "add_on_stopped"})
+ENDS_THERAPY = frozenset({"tki_stopped", "death"})
+
+# Why therapy changed, as codes (clinical-rules.md s.8): free text goes beside, in reason_text. A stop
+# to attempt a treatment-free remission (ELN 2020 TFR section) has its own code.
+REASON_CODES = ("intolerance", "resistance", "failure", "patient_choice", "treatment_free_remission", "other")
+# ELN 2020 TFR: a second line keeps a patient eligible only when intolerance was the only reason.
 INTOLERANCE = "intolerance"
+PROGRESSION_PHASES = ("accelerated", "blast")
+
+
+def reason_code(reason: str | None) -> str | None:
+    """The code of a stored reason. Events stored before the codes carried free text: text equal to a
+    code (any case) is that code; any other text is "other", never matched further."""
+    if reason is None or not reason.strip():
+        return None
+    code = "_".join(reason.strip().lower().replace("-", " ").split())
+    return code if code in REASON_CODES else "other"
 
 
 @dataclass(frozen=True)
@@ -35,24 +56,40 @@ class Event:
     dose_mg: float | None = None
     reason: str | None = None
     note: str | None = None
+    reason_text: str | None = None
+    tki_product: str | None = None
+    mutation: str | None = None
+    karyotype: str | None = None
+    phase: str | None = None
+
+    @property
+    def drug(self) -> str | None:
+        """The generic name of the event's TKI (a brand is its generic), None if it names none."""
+        return tki_generic(self.tki)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"event_id": self.event_id, "type": self.type, "date": self.on.isoformat()}
-        for key in ("tki", "dose_mg", "reason", "note"):
+        for key in _OPTIONAL_FIELDS:
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out
 
 
+_OPTIONAL_FIELDS = (
+    "tki", "tki_product", "dose_mg", "reason", "reason_text", "mutation", "karyotype", "phase", "note",
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class TkiCourse:
-    current_tki: str | None  # lower case
+    current_tki: str | None  # the generic name (lower case)
     on_tki: bool
     last_stopped_on: date | None
 
 
 def normalise_tki(name: str | None) -> str | None:
-    return None if name is None else name.strip().lower()
+    """The generic name for a TKI name (a brand is its generic); an unknown name lower-cased."""
+    return tki_generic(name)
 
 
 # On one day a stop comes before a change: stopping one drug and starting another the same day is a
@@ -67,10 +104,7 @@ def parse_events(raw_events: Iterable[Mapping[str, Any]]) -> list[Event]:
             event_id=str(raw["event_id"]),
             type=raw["type"],
             on=parse_date(raw["date"]),
-            tki=raw.get("tki"),
-            dose_mg=raw.get("dose_mg"),
-            reason=raw.get("reason"),
-            note=raw.get("note"),
+            **{key: raw.get(key) for key in _OPTIONAL_FIELDS},
         )
         for raw in raw_events
     ]
@@ -83,14 +117,21 @@ def tki_course(registration: Mapping[str, Any], events: Iterable[Event]) -> TkiC
     on_tki = registration.get("tki_started_on") is not None or current is not None
     last_stopped_on = None
     for event in events:
-        if event.type in ("tki_stopped", "death"):
+        if event.type in ENDS_THERAPY:
             on_tki = False
             if event.type == "tki_stopped":
                 last_stopped_on = event.on
         elif event.type == "tki_changed":
             on_tki = True  # a change of drug or dose after a stop means therapy restarted
-            current = normalise_tki(event.tki) or current
+            current = event.drug or current
     return TkiCourse(current_tki=current, on_tki=on_tki, last_stopped_on=last_stopped_on)
+
+
+def documented_on(result_dates: Iterable[date], events: Iterable[Event]) -> date | None:
+    """The last date that documents the patient on therapy: a result or a therapy event, never an event
+    that documents absence (clinical-rules.md s.8). None with neither."""
+    dates = [*result_dates, *(e.on for e in events if e.type in THERAPY_EVENTS)]
+    return max(dates) if dates else None
 
 
 def off_tki_periods(events: Iterable[Event]) -> list[tuple[date, date | None]]:
@@ -122,26 +163,3 @@ def taken_on_tki(results: Sequence[T], events: Iterable[Event]) -> list[T]:
     restart, not a treatment failure)."""
     periods = off_tki_periods(events)
     return [r for r in results if on_tki_on(r.collected_on, periods)]
-
-
-def first_line_status(registration: Mapping[str, Any], events: Iterable[Event]) -> tuple[bool | None, str]:
-    """ELN 2020 TFR minimal criterion: first-line TKI, or second-line when intolerance was the only reason."""
-    previous = normalise_tki(registration.get("tki"))
-    switched_for_intolerance = False
-    for event in events:
-        if event.type != "tki_changed" or event.tki is None:
-            continue  # a dose change keeps the same drug
-        new = normalise_tki(event.tki)
-        if new == previous:
-            continue
-        if (event.reason or "").strip().lower() == INTOLERANCE:
-            previous, switched_for_intolerance = new, True
-            continue
-        when = event.on.isoformat()
-        if previous is None:
-            # The first drug is unknown, so whether this was a change of drug cannot be told.
-            return None, f"changed to {new} on {when} (reason not intolerance); first TKI not recorded"
-        return False, f"TKI changed from {previous} to {new} on {when} for a reason other than intolerance"
-    if switched_for_intolerance:
-        return True, "second-line TKI, changed for intolerance only"
-    return True, "first-line TKI (no change of drug recorded)"

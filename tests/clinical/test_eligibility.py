@@ -151,7 +151,7 @@ def _dmr_history(run_start: int, *, deep: float = 0.005, end: int = N) -> list[d
 
 def test_tfr_shape() -> None:
     t = _tfr(_dmr_history(1000))
-    assert t["mandatory"] == {"met": None, "detail": "not assessed: not derivable from assays"}
+    assert t["mandatory"]["met"] is None
     assert set(t["minimal"]["criteria"]) == {
         "first_line_tki",
         "typical_transcript",
@@ -308,7 +308,7 @@ def test_tfr_transcript(transcript: str | None, met: bool | None) -> None:
         ({"tki": "nilotinib", "reason": "intolerance"}, True),
         ({"tki": "nilotinib", "reason": "Intolerance"}, True),
         ({"tki": "nilotinib", "reason": "resistance"}, False),
-        ({"tki": "nilotinib"}, False),
+        ({"tki": "nilotinib"}, None),  # reason not recorded: cannot tell (clinical-rules.md s.8)
         ({"tki": "imatinib", "dose_mg": 300}, True),  # dose change, same drug
         ({"dose_mg": 300}, True),
     ],
