@@ -37,6 +37,10 @@ Global:
 ``cml:metrics:tasks``                  hash    task counters and latency histogram (Prometheus export)
 ``cml:ratelimit...``                   (flask-limiter's own keys, per API key)
 ``cml:idem:<key id>:<Idempotency-Key>`` string  a batch post's request hash and response (expires)
+``cml:wl:rows``                        hash    patient id -> worklist row (JSON: level, ELN, actions, due)
+``cml:wl:due``                         zset    patient id -> next sample due (date ordinal)
+``cml:wl:level:<level>``               set     patients whose current response level is <level>
+``cml:wl:action:<code>``               set     patients with the open action <code>
 =====================================  ======  =====================================================
 
 Per cohort (``C`` is the cohort id, same alphabet as patient ids):
@@ -164,6 +168,21 @@ def cohort_refreshes(cohort_id: str) -> str:
 
 def cohort_image(cohort_id: str, version: int, fmt: str) -> str:
     return _cohort(cohort_id, f"image:{version}:{fmt}")
+
+
+# The worklist's indexes (shared/worklist.py), kept by the status commit.
+WORKLIST_ROWS = f"{PREFIX}wl:rows"
+WORKLIST_DUE = f"{PREFIX}wl:due"
+WORKLIST_LEVEL_HEAD = f"{PREFIX}wl:level:"
+WORKLIST_ACTION_HEAD = f"{PREFIX}wl:action:"
+
+
+def worklist_level(level: str) -> str:
+    return WORKLIST_LEVEL_HEAD + level
+
+
+def worklist_action(code: str) -> str:
+    return WORKLIST_ACTION_HEAD + code
 
 
 AUDIT = f"{PREFIX}audit"

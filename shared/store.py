@@ -18,7 +18,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from shared import keys
+from shared import keys, worklist
 
 
 def connect(url: str) -> redis.Redis:
@@ -310,12 +310,17 @@ def patient_exists(r: redis.Redis, patient_id: str) -> bool:
 
 # --- computed status ------------------------------------------------------------------------------
 
-_COMMIT_STATUS = """
+_COMMIT_STATUS = (
+    worklist.INDEX_LUA
+    + """
 -- KEYS[1] status, [2] status version, [3] data version, [4] dirty, [5] timeline,
--- [6] dirty cohorts, [7] enqueued cohorts, [8] lag list, then per cohort: members, follow-up, version.
+-- [6] dirty cohorts, [7] enqueued cohorts, [8] lag list, [9] worklist rows, [10] worklist due,
+-- then per cohort: members, follow-up, version.
 -- ARGV[1] patient id, [2] data version computed from, [3] status, [4] timeline, [5] follow-up
--- record, [6] now ms, [7..] cohort ids (in the order of their keys)
+-- record, [6] now ms, [7] number of cohorts n, [8..7+n] cohort ids (in the order of their keys),
+-- [8+n] worklist level head, [9+n] action head, then the worklist index arguments (worklist.index_args)
 local computed = tonumber(ARGV[2])
+local n = tonumber(ARGV[7])
 local fresh_cohorts = {}
 -- Never replace a newer status with an older one (two workers may race on one patient); the same
 -- version is rewritten (a recompute after a rules change).
@@ -323,9 +328,15 @@ if computed >= tonumber(redis.call('GET', KEYS[2]) or '-1') then
   redis.call('SET', KEYS[1], ARGV[3])
   redis.call('SET', KEYS[5], ARGV[4])
   redis.call('SET', KEYS[2], computed)
-  for c = 1, #ARGV - 6 do
-    local k = 8 + (c - 1) * 3
-    local cid = ARGV[6 + c]
+  -- The worklist indexes move with the status they are made from (shared/worklist.py).
+  local w = 10 + n
+  local codes = {}
+  for i = w + 3, #ARGV do table.insert(codes, ARGV[i]) end
+  index_worklist(ARGV[1], KEYS[9], KEYS[10], ARGV[w], ARGV[w + 1], ARGV[w + 2], codes,
+    ARGV[8 + n], ARGV[9 + n])
+  for c = 1, n do
+    local k = 10 + (c - 1) * 3
+    local cid = ARGV[7 + c]
     -- Still a member (a registration may have moved the patient meanwhile), and a real change:
     -- only then does the cohort need a refresh.
     if redis.call('SISMEMBER', KEYS[k + 1], ARGV[1]) == 1
@@ -349,6 +360,7 @@ if current == computed then
 end
 return {current, fresh_cohorts}
 """
+)
 
 
 def commit_status(
@@ -369,6 +381,8 @@ def commit_status(
         keys.DIRTY_COHORTS,
         keys.ENQUEUED_COHORTS,
         keys.LAG_PATIENTS,
+        keys.WORKLIST_ROWS,
+        keys.WORKLIST_DUE,
     ]
     for c in cohorts:
         script_keys += [keys.cohort_members(c), keys.cohort_followup(c), keys.cohort_version(c)]
@@ -379,7 +393,11 @@ def commit_status(
         orjson.dumps(timeline),
         canonical(record),
         now_ms(),
+        len(cohorts),
         *cohorts,
+        keys.WORKLIST_LEVEL_HEAD,
+        keys.WORKLIST_ACTION_HEAD,
+        *worklist.index_args(worklist.worklist_row(status)),
     ]
     current, fresh = r.eval(_COMMIT_STATUS, len(script_keys), *script_keys, *args)
     return int(current), [_decode(c) for c in fresh]

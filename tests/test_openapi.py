@@ -45,6 +45,7 @@ AUTH = {"Authorization": f"Bearer {FULL_KEY}"}
 PATIENT = "/v1/patients/{patient_id}"
 EVENTS = "/v1/patients/{patient_id}/events"
 STATUS = "/v1/patients/{patient_id}/status"
+WORKLIST = "/v1/patients"
 TIMELINE = "/v1/patients/{patient_id}/results"
 RESULTS = "/v1/assay-results"
 TASK = "/v1/tasks/{task_id}"
@@ -505,6 +506,17 @@ def test_assay_results_conform(call, pid):
     call.assert_covered("POST", RESULTS, NEVER_TRIGGERED | {"503"})
 
 
+def test_worklist_conforms(call, pid):
+    register(call.client, pid, cohorts=["WL-SPEC"])
+    call("POST", RESULTS, RESULTS, 202, json=result(pid, bcr_abl1_copies=0, control_copies=5000))
+    wait_status(call.client, pid, lambda d: d["results_count"] == 1)
+    page = call("GET", f"{WORKLIST}?cohort=WL-SPEC&overdue=true&limit=1", WORKLIST, 200).get_json()
+    assert page["patients"][0]["overdue"] is True
+    call("GET", f"{WORKLIST}?action=repeat_sample&level=MMR&as_of=2024-01-01", WORKLIST, 200)
+    call("GET", f"{WORKLIST}?level=MR3", WORKLIST, 422, valid_request=False)
+    call("GET", f"{WORKLIST}?cohort=NOPE-{pid}", WORKLIST, 404)
+
+
 def test_events_conform(call, pid):
     url = f"/v1/patients/{pid}/events"
     call("POST", url, EVENTS, 404, json={"type": "death", "date": "2024-02-01"})
@@ -796,6 +808,7 @@ def _requests(pid: str) -> dict[tuple[str, str], tuple[str, dict]]:
         ("put", PATIENT): (f"/v1/patients/{pid}", {"json": REGISTRATION}),
         ("post", EVENTS): (f"/v1/patients/{pid}/events", {"json": {"type": "death", "date": "2024-02-01"}}),
         ("get", STATUS): (f"/v1/patients/{pid}/status", {}),
+        ("get", WORKLIST): (WORKLIST, {}),
         ("get", TIMELINE): (f"/v1/patients/{pid}/results", {}),
         ("post", RESULTS): (RESULTS, {"json": result(pid)}),
         ("get", TASK): (f"/v1/tasks/{uuid.uuid4().hex}", {}),
@@ -1047,6 +1060,7 @@ def test_store_down_answers_documented_503s(openapi, spec, pid):
         call("GET", f"{url}/results", TIMELINE, 503),
         call("POST", RESULTS, RESULTS, 503, json=result(pid)),
         call("GET", "/v1/tasks/t-1", TASK, 503),
+        call("GET", f"{WORKLIST}?overdue=true", WORKLIST, 503),
         call("PUT", "/v1/cohorts/ACTIM", COHORT, 503, json={"endpoint": "MR4"}),
         call("GET", COHORTS, COHORTS, 503),
         call("GET", "/v1/cohorts/ACTIM/statistics", STATISTICS, 503),

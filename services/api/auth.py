@@ -36,6 +36,7 @@ REQUIRED: dict[str, frozenset[str]] = {
     "patients.put_patient": frozenset({"results:write"}),
     "patients.post_events": frozenset({"results:write"}),
     "patients.get_status": frozenset({"status:read"}),
+    "patients.list_patients": frozenset({"status:read"}),
     "patients.get_results": frozenset({"status:read"}),
     # The integration that posted a result follows its task; readers may too.
     "tasks.get_task": frozenset({"results:write", "status:read"}),
