@@ -28,9 +28,9 @@ from datetime import date, timedelta
 from fractions import Fraction
 from typing import Any
 
-from shared.clinical.milestones import CONFIRM_MIN_DAYS, MILESTONE_BOUNDS
+from shared.clinical.milestones import CONFIRM_MIN_DAYS, MILESTONE_BOUNDS, WINDOW_DAYS
 from shared.clinical.response import MMR_THRESHOLD, at_least
-from shared.clinical.scored import ScoredResult
+from shared.clinical.scored import ScoredResult, level_setting
 from shared.clinical.therapy import Event, TkiCourse
 from shared.clinical.timeline import days_between, months_to_days
 
@@ -116,20 +116,29 @@ def monitoring(
             "basis": f"{basis} ({anchor.isoformat()}) + {interval} month(s)"}  # fmt: skip
 
 
-def _resume_tki(scored: Sequence[ScoredResult], course: TkiCourse) -> list[dict[str, Any]]:
+def tfr_relapse(scored: Sequence[ScoredResult], course: TkiCourse) -> ScoredResult | None:
+    """The first result since the latest stop measured > 0.1%, while still off TKI: a loss of MMR after
+    TFR (ELN 2020: resume the TKI; the milestones table note: a failure after TFR). None on TKI."""
     stopped = course.last_stopped_on
     if course.on_tki or stopped is None:
-        return []
+        return None
     for r in scored:
         exact = r.classification.is_percent_exact
         if r.collected_on > stopped and exact is not None and exact > MMR_THRESHOLD:
-            reason = (
-                f"loss of MMR off TKI: result {r.result_id} on {r.collected_on.isoformat()} measured > 0.1%"
-                f" after the stop of {stopped.isoformat()}"
-            )
-            due = r.collected_on + timedelta(days=RESUME_WITHIN_DAYS)
-            return [_action("resume_tki", reason, r.collected_on, due, result_id=r.result_id)]
-    return []
+            return r
+    return None
+
+
+def _resume_tki(scored: Sequence[ScoredResult], course: TkiCourse) -> list[dict[str, Any]]:
+    r = tfr_relapse(scored, course)
+    if r is None or course.last_stopped_on is None:
+        return []
+    reason = (
+        f"loss of MMR off TKI: result {r.result_id} on {r.collected_on.isoformat()} measured > 0.1%"
+        f" after the stop of {course.last_stopped_on.isoformat()}"
+    )
+    due = r.collected_on + timedelta(days=RESUME_WITHIN_DAYS)
+    return [_action("resume_tki", reason, r.collected_on, due, result_id=r.result_id)]
 
 
 def _repeat_sample(scored: Sequence[ScoredResult]) -> list[dict[str, Any]]:
@@ -159,16 +168,53 @@ def _confirm_3_months(
         f"> 10% at 3 months (result {chosen.result_id}, {chosen.collected_on.isoformat()}): a failure only"
         " if confirmed; a sample is due 1 to 3 months after it"
     )
+    # The earliest sample that can confirm is a whole month (30.4375 days) later: day 31, not 30.
+    due_from = chosen.collected_on + timedelta(days=math.ceil(CONFIRM_MIN_DAYS))
     return [_action("confirm_3_month_result", reason, chosen.collected_on, due, result_id=chosen.result_id,
-                    due_from=_plus_months(chosen.collected_on, 1).isoformat())]  # fmt: skip
+                    due_from=due_from.isoformat())]  # fmt: skip
 
 
-def _mutation_analysis(assessment: str | None, basis: Mapping[str, Any] | None, events: Sequence[Event]):
+def _onset(basis: Mapping[str, Any], on_tki: Sequence[ScoredResult], started: date | None) -> date:
+    """When the current warning or failure began: for a milestone, the first result of the unbroken run
+    of on-TKI results, up to the one behind it, each above the optimal bound of the time point it was
+    taken after (a warning present since month 12 began at month 12, however many results have shown
+    it since); for an event, its date."""
+    onset = date.fromisoformat(basis["date"])
+    ids = [r.result_id for r in on_tki]
+    if basis.get("kind") != "milestone" or started is None or basis.get("result_id") not in ids:
+        return onset
+    for r in reversed(on_tki[: ids.index(basis["result_id"]) + 1]):
+        exact = r.classification.is_percent_exact
+        if exact is None or exact <= _optimal_bound_at(days_between(started, r.collected_on)):
+            break
+        onset = r.collected_on
+    return onset
+
+
+def _optimal_bound_at(days: int) -> Fraction:
+    # The optimal bound of the latest milestone whose window has opened (ELN 2020 table; the window is
+    # milestones.WINDOW_DAYS either side): 10% to 5 months, 1% to 11 months, then MMR (0.1%).
+    bound = MILESTONE_BOUNDS["3m"][1]
+    for months, optimal, _ in MILESTONE_BOUNDS.values():
+        if days >= months_to_days(months) - WINDOW_DAYS:
+            bound = optimal
+    return bound
+
+
+def _mutation_analysis(
+    assessment: str | None,
+    basis: Mapping[str, Any] | None,
+    events: Sequence[Event],
+    on_tki: Sequence[ScoredResult],
+    started: date | None,
+) -> list[dict[str, Any]]:
     if assessment not in ("failure", "warning") or basis is None or basis.get("date") is None:
         return []
     if basis.get("type") == "resistance_mutation":
         return []  # the analysis was done: it found the mutation
-    onset = date.fromisoformat(basis["date"])
+    if basis.get("kind") == "tfr_loss_of_mmr":
+        return []  # a relapse off the drug is answered by resuming it (resume_tki), not by resistance testing
+    onset = _onset(basis, on_tki, started)
     done = [
         e for e in events
         if e.type in ("resistance_mutation", "mutation_analysis")
@@ -184,22 +230,32 @@ def _mutation_analysis(assessment: str | None, basis: Mapping[str, Any] | None, 
     return [_action("mutation_analysis", reason, onset, priority=priority)]
 
 
+SAME_DAY_RULE = (
+    "the later in collection order (time of collection, then result_id) sets the level, unless it is"
+    " sensitivity-limited and shows no deeper level than the one before (then the earlier stands)"
+)
+
+
 def same_day_discordance(scored: Sequence[ScoredResult]) -> list[dict[str, Any]]:
-    """Days whose results disagree on the level, with the result the service uses (the later in order)."""
+    """Days whose results disagree on the level, with the result the service uses for the level that
+    day: the last of that day's results that sets the level (scored.level_setting), by SAME_DAY_RULE."""
+    setting = {r.result_id for r in level_setting(scored)}
     by_day: dict[date, list[ScoredResult]] = {}
     for r in scored:
         by_day.setdefault(r.collected_on, []).append(r)
-    return [
-        {
+    out = []
+    for day, rs in by_day.items():
+        if len({r.classification.level for r in rs}) < 2:
+            continue
+        used = [r.result_id for r in rs if r.result_id in setting]
+        out.append({
             "date": day.isoformat(),
             "result_ids": [r.result_id for r in rs],
             "levels": [r.classification.level for r in rs],
-            "used": rs[-1].result_id,
-            "rule": "the later in collection order (time of collection, then result_id) is the latest",
-        }
-        for day, rs in by_day.items()
-        if len({r.classification.level for r in rs}) > 1
-    ]
+            "used": used[-1] if used else None,
+            "rule": SAME_DAY_RULE,
+        })  # fmt: skip
+    return out
 
 
 def open_actions(
@@ -210,15 +266,16 @@ def open_actions(
     milestones: Sequence[Mapping[str, Any]],
     assessment: str | None,
     basis: Mapping[str, Any] | None,
+    tki_started_on: date | None = None,
 ) -> list[dict[str, Any]]:
-    """Every open action, in the table's order (the module docstring)."""
+    """Every open action, in the order of the module docstring's list."""
     if not followed(scored, events):
         return []
     actions = [
         *_resume_tki(scored, course),
         *_repeat_sample(scored),
         *_confirm_3_months(milestones, on_tki),
-        *_mutation_analysis(assessment, basis, events),
+        *_mutation_analysis(assessment, basis, events, on_tki, tki_started_on),
     ]
     discordant = same_day_discordance(scored)
     if discordant and scored and discordant[-1]["date"] == scored[-1].collected_on.isoformat():

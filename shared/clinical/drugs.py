@@ -73,8 +73,15 @@ def resolve_tki(name: str | None) -> Tki | None:
     if key in _BY_BRAND:
         return _BY_BRAND[key]
     key = key.removeprefix("generic")
-    # A generic, or a brand, followed by a salt, a maker or a strength ("Glivec 400 mg").
-    return next((t for t in TKIS for name in (t.generic, *t.brands) if key.startswith(name.lower())), None)
+    # A generic, or a brand, followed by a salt, a maker or a strength ("Glivec 400 mg"), but never by
+    # another drug's name ("imatinib or nilotinib", "Glivec/Sprycel" name two drugs: refused).
+    for t in TKIS:
+        for name in (t.generic, *t.brands):
+            if key.startswith(name.lower()):
+                rest = key[len(name) :]
+                others = (n.lower() for o in TKIS if o is not t for n in (o.generic, *o.brands))
+                return None if any(n in rest for n in others) else t
+    return None
 
 
 def tki_generic(name: str | None) -> str | None:

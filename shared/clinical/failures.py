@@ -8,7 +8,8 @@ and text):
 
 Where the code encodes more than the digest says (docs/clinical-rules.md says it too):
 - "Baseline" is on or before the start of TKI therapy: a high-risk ACA found then is a warning, after it
-  a failure.
+  a failure; a mutation found then is a baseline finding that guides the choice of TKI (listed with the
+  warnings), not a failure of a therapy not yet given. Without a recorded TKI start, both are failures.
 - A resistance mutation or an emerging ACA is a failure of the TKI in use: it makes the ELN assessment
   "failure" from its date until the drug is changed (a new line, lines.py); it stays listed, and it
   still counts against "no prior failure" for TFR. Progression has no such end: a patient does not
@@ -42,12 +43,19 @@ def _superseded_on(event: Event, history: TherapyHistory) -> date | None:
     # A failure of the TKI in use ends with a change of drug after it; progression never ends.
     if event.type == "progression":
         return None
-    later = [c.on for c in history.changes if c.kind in (DRUG, UNCERTAIN) and c.on > event.on]
+    # A change of drug the day the finding is reported answers it (the switch is often that same day).
+    later = [c.on for c in history.changes if c.kind in (DRUG, UNCERTAIN) and c.on >= event.on]
     return min(later) if later else None
 
 
+# Found before any TKI was given, these are baseline findings, not failures of a therapy: an ACA is an
+# ELN 2020 baseline warning, a mutation guides the choice of the first TKI. Progression is not: a patient
+# diagnosed in accelerated or blast phase is not in first chronic phase.
+BASELINE_TYPES = frozenset({"high_risk_aca", "resistance_mutation"})
+
+
 def _baseline(event: Event, tki_started_on: date | None) -> bool:
-    return event.type == "high_risk_aca" and tki_started_on is not None and event.on <= tki_started_on
+    return event.type in BASELINE_TYPES and tki_started_on is not None and event.on <= tki_started_on
 
 
 def eln_failures(
@@ -72,13 +80,18 @@ def eln_failures(
 
 
 def eln_warnings(events: Sequence[Event], tki_started_on: date | None) -> list[dict[str, Any]]:
-    """Baseline warnings from events: a high-risk ACA found on or before the start of TKI therapy."""
+    """Baseline findings from events: a high-risk ACA (an ELN 2020 warning at baseline) or a mutation
+    found on or before the start of TKI therapy."""
     return [
         {
             "event_id": e.event_id,
             "type": e.type,
             "date": e.on.isoformat(),
-            "reason": f"warning at baseline: {_what(e)} (ELN 2020)",
+            "reason": (
+                f"warning at baseline: {_what(e)} (ELN 2020)"
+                if e.type == "high_risk_aca"
+                else f"at baseline: {_what(e)}, before any TKI (guides the choice of TKI; not a failure)"
+            ),
             "source": BASELINE_SOURCE,
         }
         for e in events

@@ -179,8 +179,9 @@ def _change(event: Event, kind: str, history: TherapyHistory, to_tki: str | None
         from_dose_mg=history.dose_mg,
         to_dose_mg=to_dose,
         reason=reason_code(event.reason),
+        # A reason stored as free text before the codes is shown as text, never read as a code.
         reason_text=event.reason_text
-        or (event.reason if event.reason and reason_code(event.reason) == "other" else None),
+        or (event.reason if event.reason and reason_code(event.reason) is None else None),
     )
 
 
@@ -194,13 +195,16 @@ def first_line_status(history: TherapyHistory) -> tuple[bool | None, str]:
     uncertain = [c for c in changes if c.kind == UNCERTAIN]
     if len(uncertain) > MAX_UNCERTAIN:
         return None, "several changes whose drugs are not recorded or not recognised"
-    verdicts = set()
+    verdicts: dict[bool | None, str] = {}
     for reading in product((True, False), repeat=len(uncertain)):
         counted = {id(c) for c, is_drug in zip(uncertain, reading, strict=True) if is_drug}
         drug_changes = [c for c in changes if c.kind == DRUG or id(c) in counted]
-        verdicts.add(_verdict(drug_changes))
+        met, detail = _verdict(drug_changes)
+        verdicts.setdefault(met, detail)
     if len(verdicts) == 1:
-        return verdicts.pop()
+        # Every reading agrees on the verdict; the detail is that of the reading with a change of drug.
+        met, detail = next(iter(verdicts.items()))
+        return met, detail + " (the drug before an unrecorded one is read both ways: same verdict)"
     return None, (
         "cannot tell the line: "
         + "; ".join(f"{c.on.isoformat()} change to {c.to_tki} from an unrecorded drug" for c in uncertain)
@@ -218,5 +222,8 @@ def _verdict(drug_changes: Sequence[Change]) -> tuple[bool | None, str]:
     if change.reason == INTOLERANCE:
         return True, f"second-line TKI, changed for intolerance only ({what})"
     if change.reason is None:
-        return None, f"{what}, reason not recorded: second line qualifies only if for intolerance"
+        text = f" (free text: {change.reason_text!r})" if change.reason_text else ""
+        return None, (
+            f"{what}, reason not coded{text}: a second line qualifies only if for intolerance alone"
+        )
     return False, f"{what} for {change.reason}, not intolerance"

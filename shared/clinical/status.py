@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any
 
-from shared.clinical.actions import monitoring, open_actions, same_day_discordance
+from shared.clinical.actions import monitoring, open_actions, same_day_discordance, tfr_relapse
 from shared.clinical.eligibility import actim_eligibility, tfr_eligibility
 from shared.clinical.failures import eln_failures, eln_warnings
 from shared.clinical.lines import therapy_history
@@ -46,14 +46,16 @@ def patient_status(
     enrolled_on = _optional_date(registration.get("enrolled_on"))
     tki_started_on = _optional_date(registration.get("tki_started_on"))
     assessed_on = _assessed_on(scored, timeline, enrolled_on, tki_started_on)
-    documented = documented_on((r.collected_on for r in scored), timeline) or assessed_on
+    # With no result and no therapy event nothing documents therapy past its start: never a death's or
+    # a loss to follow-up's date (clinical-rules.md s.8).
+    documented = documented_on((r.collected_on for r in scored), timeline) or tki_started_on
     course = tki_course(registration, timeline)
     history = therapy_history(registration, timeline)
     on_tki = taken_on_tki(scored, timeline)
     milestones, milestones_reason = _milestones(tki_started_on, on_tki, assessed_on)
     current = current_assessment(milestones)
     failures = eln_failures(timeline, history, tki_started_on)
-    assessment, basis = overall_assessment(current, failures)
+    assessment, basis = overall_assessment(current, failures, tfr_relapse(scored, course))
     latest = scored[-1] if scored else None
     setting = level_setting(scored)
     at_level = setting[-1] if setting else None  # the result the current level comes from
@@ -91,7 +93,9 @@ def patient_status(
         "therapy": history.to_dict(),
         "unknown_tki": history.unknown_tki,
         "documented_on": iso(documented),
-        "actions": open_actions(scored, on_tki, timeline, course, milestones, assessment, basis),
+        "actions": open_actions(
+            scored, on_tki, timeline, course, milestones, assessment, basis, tki_started_on
+        ),
         "next_sample_due": schedule["next_sample_due"],
         "monitoring": schedule,
         "same_day_discordant": same_day_discordance(scored),
@@ -99,10 +103,24 @@ def patient_status(
 
 
 def overall_assessment(
-    current: Mapping[str, Any] | None, failures: Sequence[Mapping[str, Any]]
+    current: Mapping[str, Any] | None,
+    failures: Sequence[Mapping[str, Any]],
+    relapse: ScoredResult | None = None,
 ) -> tuple[str | None, dict[str, Any] | None]:
-    """ELN 2020 assessment now: "failure" while a failure event holds (failures.py), else the current
-    milestone's. The basis says which, with its date and reason."""
+    """ELN 2020 assessment now: "failure" while a failure event holds (failures.py) or while MMR is lost
+    off TKI after a stop (ELN 2020 milestones table note: "loss of MMR indicates failure after TFR"),
+    else the current milestone's. The basis says which, with its date and reason."""
+    if relapse is not None:
+        when = relapse.collected_on.isoformat()
+        return "failure", {
+            "kind": "tfr_loss_of_mmr",
+            "result_id": relapse.result_id,
+            "date": when,
+            "reason": (
+                f"failure: loss of MMR after stopping the TKI (result {relapse.result_id} on {when} > 0.1%;"
+                " ELN 2020 milestones table note: loss of MMR indicates failure after TFR)"
+            ),
+        }
     holding = [f for f in failures if f["current"]]
     if holding:
         latest = holding[-1]

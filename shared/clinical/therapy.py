@@ -40,11 +40,12 @@ PROGRESSION_PHASES = ("accelerated", "blast")
 
 def reason_code(reason: str | None) -> str | None:
     """The code of a stored reason. Events stored before the codes carried free text: text equal to a
-    code (any case) is that code; any other text is "other", never matched further."""
+    code (any case) is that code; any other text is uncoded (None: the rules cannot tell what it says,
+    and never match it further; it is shown as reason_text)."""
     if reason is None or not reason.strip():
         return None
     code = "_".join(reason.strip().lower().replace("-", " ").split())
-    return code if code in REASON_CODES else "other"
+    return code if code in REASON_CODES else None
 
 
 @dataclass(frozen=True)

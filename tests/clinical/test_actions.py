@@ -134,12 +134,6 @@ def test_confirm_3_month_result_above_10_percent(is_percent: float, due: bool) -
         assert "1-3 months" in actions[0]["source"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: due_from is the 3-month result + floor(30.4375) = 30 days, but a sample 30 days later does"
-    " not confirm (milestones.CONFIRM_MIN_DAYS = 30.4375, whole days >= 31); actions._confirm_3_months"
-    " should give ceil: + 31 days",
-)
 def test_confirm_3_month_due_from_is_the_first_day_a_sample_counts() -> None:
     [action] = _actions(_status([result("m3", 91, is_percent=20.0)]), "confirm_3_month_result")
     assert action["due_from"] == day(91 + 31)
@@ -213,12 +207,6 @@ def test_mutation_analysis_recommended_on_progression_and_aca(kind: str, extra: 
     assert _actions(done, "mutation_analysis") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the onset of a warning is taken as the date of the latest result (the basis), so a warning"
-    " lasting since month 12 is reported 'since' month 24 and an analysis done at its real onset no longer"
-    " counts; actions._mutation_analysis should use the first result of the current run of warning/failure",
-)
 def test_mutation_analysis_onset_is_the_start_of_a_persistent_warning() -> None:
     results = [
         result("r12", 365, is_percent=0.5),
@@ -267,23 +255,12 @@ def test_an_earlier_discordant_day_is_listed_but_asks_no_review() -> None:
     assert _actions(s, "review_same_day_results") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: same_day_discordance says it 'uses' the later result, but a sensitivity-limited later"
-    " result never sets a shallower level (scored.level_setting), so the status's level comes from the other"
-    " one; actions.same_day_discordance should name the result level_setting keeps",
-)
 def test_same_day_flag_names_the_result_the_status_uses() -> None:
     results = [*IN_MR4, result("a", 1950, is_percent=0.005), undetectable("b", 1950, control_copies=5_000)]
     s = _status(results)
     assert s["same_day_discordant"][0]["used"] == s["is_percent_result_id"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the issue asks for the same-day rule 'written in the README' and the action cites README"
-    " 'Same-day results', but README.md has no such section",
-)
 def test_readme_states_the_same_day_rule() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert "Same-day results" in readme

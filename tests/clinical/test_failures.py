@@ -88,12 +88,6 @@ def test_high_risk_aca_at_baseline_is_a_warning_after_the_start_a_failure(offset
         assert s["eln_assessment"] == "failure"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a resistance mutation found before any TKI was given is a failure of no therapy, yet it is"
-    " 'failure' from then on and never superseded (the first drug is not a 'change'); failures.eln_failures"
-    " should treat it like a baseline ACA (a baseline finding), or let the first TKI start supersede it",
-)
 @pytest.mark.parametrize("offset", [-30, 0])
 def test_resistance_mutation_before_the_first_tki_is_not_a_treatment_failure(offset: int) -> None:
     """s.9: ELN 2020 failure is a failure of therapy; a mutation at diagnosis (before the TKI, e.g. T315I
@@ -151,11 +145,6 @@ def test_a_change_of_drug_before_the_mutation_does_not_supersede_it() -> None:
     assert s["eln_failures"][0]["current"] is True and s["eln_assessment"] == "failure"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: failures._superseded_on counts only changes of drug strictly after the mutation; a switch"
-    " recorded the same day (the clinician acting on the report) leaves 'failure' current forever; use >=",
-)
 def test_a_change_of_drug_on_the_day_of_the_mutation_supersedes_it() -> None:
     events = [
         event("f1", "resistance_mutation", 500, mutation="T315I"),
@@ -223,13 +212,6 @@ def test_a_negative_mutation_analysis_is_no_failure() -> None:
 IN_MR4 = [result(f"d{d}", d, is_percent=0.005) for d in (1000, 1300, 1600, 1900)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: clinical-rules.md s.9 (ELN 2020 milestones table note) says 'loss of MMR indicates failure"
-    " after TFR', but results off TKI are left out of the assessment (status.taken_on_tki), so the status"
-    " says 'optimal' from the last pre-stop result while MMR is lost; status.overall_assessment should make"
-    " a current loss of MMR after a stop a failure (and test_status's relapse test then needs updating)",
-)
 def test_loss_of_mmr_after_tfr_is_a_failure() -> None:
     results = [*IN_MR4, result("loss", 2060, is_percent=0.5)]
     s = patient_status(registration(), results, [event("s", "tki_stopped", 2000)])

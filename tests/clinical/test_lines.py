@@ -26,12 +26,6 @@ def _first_line(events: list[dict[str, Any]], **reg: Any) -> dict:
     return _status(events, **reg)["tfr_eligibility"]["minimal"]["criteria"]["first_line_tki"]
 
 
-BUG_READINGS = (
-    "BUG: lines.first_line_status compares the readings' (met, detail) pairs, not their verdicts: two"
-    " readings that agree on `met` with different wording give None; compare only the booleans"
-)
-
-
 def _kinds(s: dict) -> list[str]:
     return [c["kind"] for c in s["therapy"]["changes"]]
 
@@ -191,7 +185,7 @@ def test_stop_and_switch_on_one_day_is_one_change_of_drug() -> None:
 @pytest.mark.parametrize(
     ("reason", "met"),
     [
-        pytest.param("intolerance", True, marks=pytest.mark.xfail(strict=True, reason=BUG_READINGS)),
+        ("intolerance", True),
         ("resistance", None),
         (None, None),
     ],
@@ -206,7 +200,6 @@ def test_unrecorded_first_drug(reason: str | None, met: bool | None) -> None:
     assert s["tfr_eligibility"]["minimal"]["criteria"]["first_line_tki"]["met"] is met
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_READINGS)
 def test_unrecorded_first_drug_then_a_known_change_for_resistance_is_not_first_line() -> None:
     """Either reading of the unrecorded change gives line >= 2 for resistance: False in both readings."""
     events = [
@@ -230,12 +223,6 @@ def test_change_from_an_unknown_stored_name_is_uncertain() -> None:
     assert s["tfr_eligibility"]["minimal"]["criteria"]["first_line_tki"]["met"] is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a reason stored as free text before the codes ('Intolerance (rash)') is read as the code"
-    " 'other' and decides first_line_tki False ('for other, not intolerance'); it should be unknown (None)"
-    " - therapy.reason_code / lines._verdict",
-)
 def test_uncoded_legacy_reason_leaves_the_second_line_undecided() -> None:
     """s.8: free text is never matched literally, so uncoded text cannot say it was (or was not)
     intolerance: the criterion is unknown, not False."""

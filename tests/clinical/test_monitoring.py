@@ -159,12 +159,6 @@ def test_tfr_duration_second_generation_after_a_switch(last: int, met: bool) -> 
     assert _tki_duration([result("a", last, is_percent=0.005)], events)["met"] is met
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with no result and no therapy event, status.patient_status falls back to assessed_on for"
-    " `documented`, i.e. to the date of a death or loss to follow-up, so TKI duration runs to it; the"
-    " fallback should not be later than the last date documenting therapy (the TKI start)",
-)
 @pytest.mark.parametrize("kind", ["death", "lost_to_follow_up"])
 def test_an_event_documenting_absence_never_extends_the_duration_even_alone(kind: str) -> None:
     s = _status([], [event("x", kind, 2500)])

@@ -341,7 +341,11 @@ def test_a_relapse_off_tki_is_a_loss_of_mmr_not_a_treatment_failure() -> None:
     assert s["on_tki"] is False and s["response_level"] == "MR1"
     assert s["loss_of_mmr"]["lost"] is True and s["loss_of_mmr"]["first_lost_on"] == day(2300)
     after = {m["milestone"]: m for m in s["milestones"]}["after_12m"]
-    assert after["result_id"] != "relapse" and s["eln_assessment"] == "optimal"
+    # The milestones judge therapy and leave the relapse out; the assessment now is ELN 2020's table
+    # note: "loss of MMR indicates failure after TFR" (clinical-rules.md s.9).
+    assert after["result_id"] != "relapse" and after["assessment"] == "optimal"
+    assert s["eln_assessment"] == "failure" and s["eln_assessment_basis"]["kind"] == "tfr_loss_of_mmr"
+    assert s["eln_assessment_basis"]["result_id"] == "relapse"
     assert s["tfr_eligibility"]["minimal"]["criteria"]["no_prior_failure"]["met"] is True
     # Restarted on day 2320: a result > 1% on TKI again is a failure once more.
     restarted = [*stop, event("e2", "tki_changed", 2320, tki="imatinib", dose_mg=400)]
