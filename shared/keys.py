@@ -27,6 +27,8 @@ Global:
 ``cml:enqueued:patients``              zset    patient id -> ms time a recompute task was last enqueued
 ``cml:task:<id>``                      string  a tracking document for GET /v1/tasks/{id} (expires)
 ``cml:workers``                        zset    worker hostname -> ms time of its last heartbeat
+``cml:worker-queues``                  hash    worker hostname -> the queues it consumes (JSON list), written
+                                               with its heartbeat and forgotten with it
 ``cml:dirty:cohorts``                  zset    cohort id -> ms time it became dirty (statistics behind)
 ``cml:enqueued:cohorts``               zset    cohort id -> ms time a refresh task was last enqueued
 ``cml:cohorts``                        set     cohort ids named by any patient or defined by PUT
@@ -73,6 +75,7 @@ RESULT_INDEX = f"{PREFIX}result-index"
 DIRTY_PATIENTS = f"{PREFIX}dirty:patients"
 ENQUEUED_PATIENTS = f"{PREFIX}enqueued:patients"
 WORKERS = f"{PREFIX}workers"
+WORKER_QUEUES = f"{PREFIX}worker-queues"
 COHORTS = f"{PREFIX}cohorts"
 DIRTY_COHORTS = f"{PREFIX}dirty:cohorts"
 ENQUEUED_COHORTS = f"{PREFIX}enqueued:cohorts"

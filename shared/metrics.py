@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from shared import keys
+from shared import keys, work
 from shared.queue import QUEUES
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -28,7 +28,7 @@ def record_task(r: redis.Redis, task: str, outcome: str, seconds: float) -> None
 
 
 class TaskCollector:
-    """prometheus-client collector: task counts, latency histograms and queue depths from Redis."""
+    """prometheus-client collector: task counts, latency histograms, queue depths and consumers from Redis."""
 
     def __init__(self, r: redis.Redis):
         self.r = r
@@ -37,6 +37,7 @@ class TaskCollector:
         try:
             raw = {k.decode(): float(v) for k, v in self.r.hgetall(keys.TASK_METRICS).items()}
             depths = {q: self.r.llen(q) for q in QUEUES}
+            consumers = work.live_consumers(self.r)
         except redis.RedisError:
             return
         yield from self._tasks(raw)
@@ -44,6 +45,13 @@ class TaskCollector:
         for q, n in depths.items():
             depth.add_metric([q], n)
         yield depth
+        # 0 is the alert: work routed to a queue that no live worker consumes is never done.
+        listening = GaugeMetricFamily(
+            "cml_queue_consumers", "Live workers consuming each queue (heartbeats)", labels=["queue"]
+        )
+        for q, names in consumers.items():
+            listening.add_metric([q], len(names))
+        yield listening
 
     @staticmethod
     def _tasks(raw: dict[str, float]) -> Iterator:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import orjson
 import redis
 
-from shared import keys
+from shared import keys, work
 from shared.queue import QUEUES
 from shared.store import _decode, now_ms
 
-WORKER_SILENCE_S = 15.0
+WORKER_SILENCE_S = work.WORKER_SILENCE_S
 
 
 def _oldest_age_s(r: redis.Redis, queue: str, now: int) -> float | None:
@@ -46,14 +46,21 @@ def _percentile(sorted_values: list[float], q: float) -> float | None:
 def queue_report(r: redis.Redis) -> dict:
     now = now_ms()
     in_flight = _in_flight(r)
+    beats = {_decode(w): int(ms) for w, ms in r.zrange(keys.WORKERS, 0, -1, withscores=True)}
+    alive = {w for w, ms in beats.items() if now - ms <= WORKER_SILENCE_S * 1000}
+    queues_of = work.worker_queues(r, beats)
+    # Who listens to each queue, from the live workers' heartbeats: a queue with work and no
+    # consumer is work that never gets done (and fails /readyz).
+    consumers = work.consumers({w: q for w, q in queues_of.items() if w in alive})
     queues = [
-        {"queue": q, "depth": r.llen(q), "oldest_age_s": _oldest_age_s(r, q, now), "in_flight": in_flight[q]}
+        {"queue": q, "depth": r.llen(q), "oldest_age_s": _oldest_age_s(r, q, now), "in_flight": in_flight[q],
+         "consumers": consumers[q], "consumers_alive": len(consumers[q])}
         for q in QUEUES
-    ]
+    ]  # fmt: skip
     workers = [
-        {"worker": _decode(w), "last_heartbeat_ms": int(ms), "age_s": (now - ms) / 1000,
-         "alive": now - ms <= WORKER_SILENCE_S * 1000}
-        for w, ms in r.zrange(keys.WORKERS, 0, -1, withscores=True)
+        {"worker": w, "last_heartbeat_ms": ms, "age_s": (now - ms) / 1000, "alive": w in alive,
+         "queues": queues_of[w]}
+        for w, ms in beats.items()
     ]  # fmt: skip
     backlog = {}
     for kind, key in keys.DIRTY.items():

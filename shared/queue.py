@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 
 from celery import Celery
+from kombu import Exchange, Queue
 
 from shared.config import Settings
 
@@ -25,9 +26,23 @@ QUEUES = (PATIENT_QUEUE, COHORT_QUEUE)
 TASK_FOR_KIND = {"patient": RECOMPUTE_PATIENT, "cohort": REFRESH_COHORT}
 
 
+def task_queues() -> list[Queue]:
+    """Every queue the app routes to, declared: a worker started the standard way (``celery -A
+    services.worker worker``, no ``-Q``) consumes all of them; ``-Q patients`` still restricts one.
+
+    Without this declaration Celery creates a routed queue on first use only for publishing, and a
+    worker without ``-Q`` consumes the default queue alone (``patients``): cohort statistics would
+    never refresh. Each queue keeps the exchange and routing key Celery's automatic creation gave
+    it (a direct exchange of the queue's own name), so messages already waiting, and API processes
+    of the previous release, still land in and read from the same Redis lists.
+    """
+    return [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES]
+
+
 def make_celery(settings: Settings, main: str = "cml") -> Celery:
     app = Celery(main, broker=settings.broker_url, backend=settings.result_backend)
     app.conf.update(
+        task_queues=task_queues(),
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,

@@ -8,10 +8,13 @@ with no task pending; a task that fails is parked as a dead letter until ops ret
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import orjson
 import redis
 
 from shared import keys
+from shared.queue import QUEUES
 from shared.store import _decode, canonical, now_ms, status_version
 
 
@@ -147,18 +150,63 @@ def read_task(r: redis.Redis, task_id: str) -> dict | None:
     return doc
 
 
+# A worker heartbeats every few seconds (services/worker/sweeper.py); silence for this long = gone.
+WORKER_SILENCE_S = 15.0
 # A worker silent this long is dropped from the list ops see (a dead one stays listed, not alive, a day).
 FORGET_WORKER_AFTER_MS = 86_400_000
 
+_HEARTBEAT = """
+-- KEYS[1] workers zset, [2] worker queues hash; ARGV[1] worker, [2] now ms, [3] forget at or before ms,
+-- [4] the worker's queues (JSON list)
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])) do
+  redis.call('ZREM', KEYS[1], gone)
+  redis.call('HDEL', KEYS[2], gone)
+end
+"""
 
-def heartbeat(r: redis.Redis, worker: str) -> None:
+
+def heartbeat(r: redis.Redis, worker: str, queues: Iterable[str]) -> None:
+    """Say this worker is alive and which queues it consumes; forget workers silent for a day (their
+    queues with them, in the same script, so the two keys never disagree)."""
     now = now_ms()
-    pipe = r.pipeline(transaction=False)
-    pipe.zadd(keys.WORKERS, {worker: now})
-    pipe.zremrangebyscore(keys.WORKERS, "-inf", now - FORGET_WORKER_AFTER_MS)
-    pipe.execute()
+    script_keys = [keys.WORKERS, keys.WORKER_QUEUES]
+    names = orjson.dumps(sorted(set(queues)))
+    r.eval(_HEARTBEAT, len(script_keys), *script_keys, worker, now, now - FORGET_WORKER_AFTER_MS, names)
 
 
 def live_workers(r: redis.Redis, within_s: float) -> dict[str, int]:
     rows = r.zrangebyscore(keys.WORKERS, now_ms() - int(within_s * 1000), "+inf", withscores=True)
     return {_decode(w): int(s) for w, s in rows}
+
+
+def worker_queues(r: redis.Redis, workers: Iterable[str]) -> dict[str, list[str] | None]:
+    """The queues each worker consumed at its last heartbeat; None for a worker that never said (one
+    of a release before workers recorded their queues)."""
+    names = list(workers)
+    if not names:
+        return {}
+    return {
+        w: None if raw is None else orjson.loads(raw)
+        for w, raw in zip(names, r.hmget(keys.WORKER_QUEUES, names), strict=True)
+    }
+
+
+def consumers(queues_by_worker: dict[str, list[str] | None]) -> dict[str, list[str]]:
+    """Per queue the app routes to (shared.queue.QUEUES), the workers consuming it, sorted; pass the
+    live workers only. A worker that did not record its queues counts as consuming every queue: the
+    release before this one started its workers with ``-Q patients,cohorts`` (docker-compose.yml,
+    scripts/run), and counting it as consuming nothing would fail /readyz on every API instance
+    for the whole of a rolling upgrade that updates the API before the workers."""
+    out: dict[str, list[str]] = {q: [] for q in QUEUES}
+    for worker, queues in sorted(queues_by_worker.items()):
+        for q in QUEUES if queues is None else queues:
+            if q in out:  # a queue nothing routes to (a worker's own -Q extra) is not reported
+                out[q].append(worker)
+    return out
+
+
+def live_consumers(r: redis.Redis, within_s: float = WORKER_SILENCE_S) -> dict[str, list[str]]:
+    """Per routed queue, the workers that heartbeated within ``within_s`` and consume it."""
+    return consumers(worker_queues(r, live_workers(r, within_s)))

@@ -79,12 +79,20 @@ class RedisServer:
 
 
 class Worker:
-    """``celery -A services.worker worker`` as a subprocess with the test Redis."""
+    """``celery -A services.worker worker`` as a subprocess with the test Redis: started the standard
+    way, without ``-Q`` (so every test proves a bare worker does all the work), unless ``queues``
+    names the queues to consume (``"patients"``: ``-Q patients``)."""
 
     def __init__(
-        self, redis_url: str, name: str, logdir: Path, concurrency: int = 2, env: dict | None = None
+        self,
+        redis_url: str,
+        name: str,
+        logdir: Path,
+        concurrency: int = 2,
+        env: dict | None = None,
+        queues: str | None = None,
     ):
-        self.redis_url, self.name, self.concurrency = redis_url, name, concurrency
+        self.redis_url, self.name, self.concurrency, self.queues = redis_url, name, concurrency, queues
         self.log = logdir / f"worker-{name}.log"
         self.env = env or {}
         self.proc: subprocess.Popen | None = None
@@ -99,10 +107,12 @@ class Worker:
             **self.env,
         }
         cmd = [
-            sys.executable, "-m", "celery", "-A", "services.worker", "worker", "-Q", "patients,cohorts",
+            sys.executable, "-m", "celery", "-A", "services.worker", "worker",
             "-c", str(self.concurrency), "-n", f"{self.name}@%h", "--loglevel", "INFO", "--without-gossip",
             "--without-mingle",
         ]  # fmt: skip
+        if self.queues is not None:
+            cmd += ["-Q", self.queues]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

@@ -3,9 +3,12 @@ scripts' wiring: what deploys is what the tests run."""
 
 from __future__ import annotations
 
+import re
+
 import yaml
 
-from shared.queue import QUEUES
+from shared.config import load_settings
+from shared.queue import QUEUES, make_celery
 from tests.procs import ROOT
 
 
@@ -38,14 +41,23 @@ def test_api_worker_and_flower_commands():
     assert services["api"]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
     worker = services["worker"]["command"]
     assert worker[:4] == ["celery", "-A", "services.worker", "worker"]
-    assert set(worker[worker.index("-Q") + 1].split(",")) == set(QUEUES)
+    # Started the standard way: without -Q a worker consumes every queue (shared.queue.task_queues).
+    assert "-Q" not in worker and not any(arg.startswith("--queues") for arg in worker)
     assert "flower" in services["flower"]["command"]
     for name in ("api", "worker"):
         assert services[name]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
 
 
+def test_a_worker_without_q_consumes_every_routed_queue():
+    app = make_celery(load_settings())
+    consumed = set(app.amqp.queues.consume_from)
+    routed = {route["queue"] for route in app.conf.task_routes.values()} | {app.conf.task_default_queue}
+    assert consumed == set(QUEUES) and routed <= consumed
+
+
 def test_scripts_start_workers_on_every_queue():
     run = (ROOT / "scripts" / "run").read_text()
-    assert f"-Q {','.join(QUEUES)}" in run
+    (celery,) = re.findall(r"^.*celery\" -A services\.worker worker.*$", run, flags=re.M)
+    assert "-Q" not in celery and "--queues" not in celery
     assert "pytest" in (ROOT / "scripts" / "test").read_text()
     assert "scripts/test" in (ROOT / ".ci" / "run").read_text()

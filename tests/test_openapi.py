@@ -568,6 +568,7 @@ def test_tasks_and_health_conform(call, pid):
     assert call("GET", "/healthz", "/healthz", 200).get_json() == {"status": "ok"}
     ready = call("GET", "/readyz", "/readyz", 200).get_json()
     assert ready["checks"]["workers"]["alive"] >= 1
+    assert ready["checks"]["queues"] == {"ok": True, "without_consumer": []}
 
     call.assert_covered("GET", TASK, NEVER_TRIGGERED | {"503"})
     call.assert_covered("GET", "/healthz", NEVER_TRIGGERED)
@@ -975,6 +976,7 @@ def test_ops_queues_audit_and_metrics_conform(call, pid):
     report = call("GET", QUEUES, QUEUES, 200).get_json()
     assert [q["queue"] for q in report["queues"]] == list(QUEUE_NAMES)
     assert report["workers_alive"] >= 1 and any(w["alive"] for w in report["workers"])
+    assert all(q["consumers_alive"] == len(q["consumers"]) >= 1 for q in report["queues"])
     assert report["recompute_lag_ms"]["samples"] >= 1
     assert set(report["backlog"]) == set(report["failed"]) == {"patient", "cohort"}
 
@@ -1000,6 +1002,7 @@ def test_ops_queues_audit_and_metrics_conform(call, pid):
     metrics = call("GET", METRICS, METRICS, 200, mimetype=TEXT).get_data(as_text=True)
     assert 'cml_http_requests_total{method="POST",route="/v1/assay-results",status="202"}' in metrics
     assert 'cml_queue_depth{queue="patients"}' in metrics
+    assert 'cml_queue_consumers{queue="cohorts"}' in metrics
 
     call.assert_covered("GET", QUEUES, NEVER_TRIGGERED | {"503"})
     call.assert_covered("GET", AUDIT, NEVER_TRIGGERED | {"503"})
@@ -1082,6 +1085,37 @@ def test_store_down_answers_documented_503s(openapi, spec, pid):
     # /metrics still answers, with the process's request metrics and without those kept in Redis.
     text = call("GET", METRICS, METRICS, 200, mimetype=TEXT).get_data(as_text=True)
     assert "cml_http_requests_total" in text and "cml_queue_depth" not in text
+
+
+def test_queue_without_consumer_conforms(openapi, spec, tmp_path):
+    """A queue no live worker consumes: the ops report and /readyz's 503 as documented, on a Redis of its
+    own whose only heartbeat is a worker's consuming `patients` (tests/test_queues.py runs real ones)."""
+    from services.api import create_app
+    from shared import store, work
+    from shared.config import load_settings
+    from tests.procs import RedisServer
+
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        url = server.url
+        settings = dataclasses.replace(load_settings(), redis_url=url, broker_url=url, result_backend=url)
+        call = Exchanges(create_app(settings).test_client(), openapi, spec)
+        work.heartbeat(store.connect(url), "p@host", ["patients"])
+        report = call("GET", QUEUES, QUEUES, 200).get_json()
+        assert [(q["queue"], q["consumers"], q["consumers_alive"]) for q in report["queues"]] == [
+            ("patients", ["p@host"], 1),
+            ("cohorts", [], 0),
+        ]
+        assert report["workers"][0]["queues"] == ["patients"]
+        not_ready = call("GET", "/readyz", "/readyz", 503).get_json()
+        assert not_ready["checks"]["queues"] == {"ok": False, "without_consumer": ["cohorts"]}
+        assert not_ready["checks"]["workers"] == {"ok": True, "alive": 1}
+        assert "cohorts" in not_ready["detail"]
+        text = call("GET", METRICS, METRICS, 200, mimetype=TEXT).get_data(as_text=True)
+        assert 'cml_queue_consumers{queue="cohorts"} 0.0' in text
+    finally:
+        server.stop()
 
 
 # --- the validation is not vacuous ------------------------------------------------------------------

@@ -399,10 +399,13 @@ def test_readyz_fails_without_workers_or_redis(tmp_path, monkeypatch):
         client = create_app(load_settings()).test_client()
         resp = client.get("/readyz")
         assert resp.status_code == 503 and resp.mimetype == PROBLEM
-        assert resp.get_json()["checks"]["workers"]["ok"] is False
+        checks = resp.get_json()["checks"]
+        assert checks["workers"]["ok"] is False
+        assert checks["queues"] == {"ok": False, "without_consumer": ["patients", "cohorts"]}
         server.kill9()
         resp = client.get("/readyz")
         assert resp.status_code == 503 and resp.get_json()["checks"]["redis"]["ok"] is False
+        assert resp.get_json()["checks"]["queues"]["ok"] is False
         down = client.get("/v1/patients/P-1/status")
         assert down.status_code == 503 and down.mimetype == PROBLEM and down.headers["Retry-After"]
     finally:
@@ -438,11 +441,27 @@ def test_redis_outage_mid_task_is_retried_not_dead_lettered(client, r, redis_url
 
 def test_workers_silent_for_a_day_are_forgotten(r):
     r.zadd(keys.WORKERS, {"gone@old-host": store.now_ms() - work.FORGET_WORKER_AFTER_MS - 1000})
+    r.hset(keys.WORKER_QUEUES, "gone@old-host", b'["patients"]')
     r.zadd(keys.WORKERS, {"quiet@host": store.now_ms() - 3_600_000})
-    work.heartbeat(r, "test@host")
+    work.heartbeat(r, "test@host", ["patients", "cohorts", "patients"])
     listed = {w.decode() for w in r.zrange(keys.WORKERS, 0, -1)}
     assert "gone@old-host" not in listed and {"quiet@host", "test@host"} <= listed
+    assert not r.hexists(keys.WORKER_QUEUES, "gone@old-host")  # forgotten with its heartbeat
+    assert work.worker_queues(r, ["test@host", "quiet@host"]) == {
+        "test@host": ["cohorts", "patients"],
+        "quiet@host": None,
+    }
     r.zrem(keys.WORKERS, "quiet@host", "test@host")
+    r.hdel(keys.WORKER_QUEUES, "test@host")
+
+
+def test_consumers_per_routed_queue():
+    by_worker = {"b@h": ["patients"], "a@h": ["cohorts", "patients", "extra"], "old@h": None}
+    # A worker of the release before queues were recorded counts as consuming every queue (it was
+    # started with -Q patients,cohorts); a queue nothing routes to is not reported.
+    assert work.consumers(by_worker) == {"patients": ["a@h", "b@h", "old@h"], "cohorts": ["a@h", "old@h"]}
+    assert work.consumers({"b@h": ["patients"]}) == {"patients": ["b@h"], "cohorts": []}
+    assert work.consumers({}) == {"patients": [], "cohorts": []}
 
 
 def test_audit_retention_is_checked_and_a_long_one_trims_nothing(monkeypatch, r):

@@ -85,7 +85,7 @@ def init_observability(app: Flask) -> None:
 
 def metrics_response(extra_collector: object) -> Response:
     """Prometheus text: this process's (or every gunicorn worker's) request metrics, plus Redis-held
-    task metrics and queue depths."""
+    task metrics, queue depths and consumers."""
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.MultiProcessCollector(registry)

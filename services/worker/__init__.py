@@ -1,4 +1,6 @@
-"""The Celery app: ``celery -A services.worker worker -Q patients,cohorts``.
+"""The Celery app: ``celery -A services.worker worker`` consumes every queue the app routes to
+(``shared.queue.task_queues``); ``-Q patients`` or ``-Q cohorts`` restricts a worker to one, for
+deployments that split the queues across hosts.
 
 Tasks live in modules by job (``patients``: recompute a patient's status; ``cohorts``: refresh a
 cohort's statistics); ``sweeper`` runs beside
