@@ -59,7 +59,13 @@ def rules_fingerprint() -> str:
     estimators, these documents): when a deployment changes it, every patient is recomputed."""
     root = Path(__file__).resolve().parent
     files = sorted(
-        [*root.glob("clinical/*.py"), *root.glob("stats/*.py"), root / "cohorts.py", Path(__file__)]
+        [
+            *root.glob("clinical/*.py"),
+            *root.glob("stats/*.py"),
+            root / "cohorts.py",
+            root / "worklist.py",  # the worklist rows are made with each status
+            Path(__file__),
+        ]
     )
     digest = hashlib.sha256()
     for f in files:
