@@ -65,6 +65,11 @@ def _key(name: str) -> str:
     return _IGNORED.sub("", name.lower())
 
 
+def product_key(name: str | None) -> str | None:
+    """A product name compared case, spacing and hyphen insensitive ("Glivec" is "GLIVEC")."""
+    return None if name is None else _key(name)
+
+
 def resolve_tki(name: str | None) -> Tki | None:
     """The drug a name stands for (generic, brand or generic product), or None if unknown or absent."""
     if not name:

@@ -18,7 +18,7 @@ from datetime import date
 from itertools import product
 from typing import Any
 
-from shared.clinical.drugs import drug, resolve_tki, tki_generic
+from shared.clinical.drugs import drug, product_key, resolve_tki, tki_generic
 from shared.clinical.therapy import INTOLERANCE, Event, reason_code
 from shared.clinical.timeline import parse_date
 
@@ -67,6 +67,7 @@ class TherapyHistory:
     # The last start, restart, change of drug or change of dose: "a stable dose" counts from here.
     stable_since: date | None = None
     unknown_tki: list[str] = field(default_factory=list)
+    product: str | None = None  # the product as written (a brand, a generic product, or the generic)
 
     @property
     def line_changes(self) -> list[Change]:
@@ -133,6 +134,7 @@ def therapy_history(registration: Mapping[str, Any], events: Sequence[Event]) ->
         started_on=None if started is None else parse_date(started),
         current_tki=tki_generic(raw_first),
         dose_mg=registration.get("dose_mg"),
+        product=registration.get("tki_product") or raw_first,
     )
     history.stable_since = history.started_on
     names = [raw_first, *(e.tki for e in events)]
@@ -152,6 +154,7 @@ def therapy_history(registration: Mapping[str, Any], events: Sequence[Event]) ->
             if kind in (DRUG, UNCERTAIN, DOSE, RESTART):
                 history.stable_since = event.on
             history.current_tki, history.dose_mg, on = new_tki, new_dose, True
+            history.product = event.tki_product or event.tki or history.product
     return history
 
 
@@ -166,7 +169,10 @@ def _kind(history: TherapyHistory, event: Event, new_tki: str | None, new_dose: 
         return RESTART
     if new_dose != history.dose_mg:
         return DOSE
-    return PRODUCT if event.tki_product is not None or event.tki is not None else UNCHANGED
+    named = event.tki_product or event.tki
+    if named is None or product_key(named) == product_key(history.product):
+        return UNCHANGED  # the same drug, dose and product restated
+    return PRODUCT
 
 
 def _change(event: Event, kind: str, history: TherapyHistory, to_tki: str | None, to_dose: float | None):

@@ -229,3 +229,10 @@ def test_uncoded_legacy_reason_leaves_the_second_line_undecided() -> None:
     s = _status([event("e1", "tki_changed", 300, tki="nilotinib", reason="Intolerance (rash)")])
     assert s["therapy"]["changes"][0]["reason_text"] == "Intolerance (rash)"
     assert s["tfr_eligibility"]["minimal"]["criteria"]["first_line_tki"]["met"] is None
+
+
+@pytest.mark.parametrize(("registered", "restated"), [("imatinib", "Imatinib"), ("Glivec", "GLIVEC")])
+def test_restating_the_same_product_is_no_change(registered: str, restated: str) -> None:
+    """s.8: the same drug, dose and product restated (any case or spacing) changes nothing."""
+    s = _status([event("e1", "tki_changed", 500, tki=restated)], tki=registered)
+    assert _kinds(s) == ["unchanged"] and s["therapy"]["stable_since"] == day(0)
