@@ -11,7 +11,7 @@ import uuid
 import orjson
 import pytest
 
-from shared import keys
+from shared import keys, store
 from tests.cohort_loader import wait_cohort
 
 pytestmark = pytest.mark.slow  # about 20 s: 4,000 recomputes on the session's worker
@@ -121,3 +121,32 @@ def test_no_acknowledged_write_hides_behind_pending_false(client, r):
         f"registered {N} in {registered_s:.1f} s; {len(answers)} statistics reads until settled in "
         f"{settle_s:.1f} s: {len(honest)} pending: false, the others pending at versions {versions}"
     )
+
+
+def test_reads_stay_one_get_of_the_stored_bytes(app, client, r, pid, monkeypatch):
+    """The flag lives in the stored bytes: status, timeline and statistics are still one Redis GET
+    each (bench/read_path.py), pending or not. Every command the API's client sends is recorded."""
+    cohort = f"C-{uuid.uuid4().hex[:8]}"
+    register_all(client, [pid], cohort)
+    assert client.post("/v1/assay-results", json=results_for([pid], 0)).status_code == 202
+    wait_cohort(client, r, cohort)
+    api_redis = app.extensions["cml"].redis
+    sent: list[tuple] = []
+    send = api_redis.execute_command
+
+    def recording(*args, **options):
+        sent.append(args)
+        return send(*args, **options)
+
+    monkeypatch.setattr(api_redis, "execute_command", recording)
+    for url, key in ((f"/v1/patients/{pid}/status", keys.status(pid)),
+                     (f"/v1/patients/{pid}/results", keys.timeline(pid)),
+                     (f"/v1/cohorts/{cohort}/statistics", keys.cohort_stats(cohort))):  # fmt: skip
+        for flag in (b"", b"pending"):
+            if flag:  # as a write leaves it
+                r.setrange(key, 0, store.PENDING_TRUE)
+            sent.clear()
+            resp = client.get(url)
+            assert resp.status_code == 200 and resp.get_json()["pending"] is bool(flag)
+            assert sent == [("GET", key)], sent
+            assert resp.get_data() == r.get(key)
