@@ -133,6 +133,7 @@ _STORE_RESULTS = (
 -- then per item: registration, results hash, version, status, timeline (5 keys).
 -- ARGV[1] now ms, ARGV[2] audit entry, [3] cohort key head, [4] tail,
 -- then per item: result_id, patient_id, status, sha, json.
+-- (KEYS and ARGV both hold 4 fixed entries then 5 per item: item i's are at a = k = 4 + (i - 1) * 5.)
 local n = (#ARGV - 4) / 5
 local outcome = {}
 -- Pass 1 checks everything, so that a refused batch writes nothing.
