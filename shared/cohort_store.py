@@ -4,6 +4,9 @@ A cohort's statistics follow the same rule as a patient's status: the version an
 with the data (a member's follow-up record, the definition); a refresh stores what it computed with
 the version it read, and clears the dirty mark only if nothing moved meanwhile. One refresh runs at a
 time per cohort (a lock with a token); a burst of writes coalesces into few refreshes.
+
+The statistics document's ``pending`` flag follows :mod:`shared.store` ("pending"): a definition change
+marks it, and a refresh stores ``pending: false`` only if nothing moved and no member awaits.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ import redis
 
 from shared import keys
 from shared.cohorts import CohortData, definition
-from shared.store import _decode, canonical, now_ms
+from shared.store import PENDING_LUA, PENDING_TRUE, _decode, canonical, now_ms
 
-_DEFINE = """
+_DEFINE = (
+    PENDING_LUA
+    + """
 -- KEYS[1] definition, [2] cohorts set, [3] version, [4] dirty cohorts, [5] enqueued cohorts,
--- [6] audit stream
+-- [6] audit stream, [7] stats
 -- ARGV[1] cohort id, [2] definition json, [3] now ms, [4] audit entry
 local old = redis.call('GET', KEYS[1])
 redis.call('SADD', KEYS[2], ARGV[1])
@@ -33,10 +38,12 @@ redis.call('XADD', KEYS[6], '*', 'entry', ARGV[4], 'outcomes', tag)
 if tag == 'unchanged' then return {tag, 0} end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('INCR', KEYS[3])
+mark_pending(KEYS[7])  -- the stored statistics are of the old definition
 redis.call('ZADD', KEYS[4], 'NX', ARGV[3], ARGV[1])
 local fresh = redis.call('ZADD', KEYS[5], 'NX', ARGV[3], ARGV[1])
 return {tag, fresh}
 """
+)
 
 
 def define_cohort(r: redis.Redis, cohort_id: str, doc: dict, audit: dict) -> tuple[str, bool]:
@@ -48,6 +55,7 @@ def define_cohort(r: redis.Redis, cohort_id: str, doc: dict, audit: dict) -> tup
         keys.DIRTY_COHORTS,
         keys.ENQUEUED_COHORTS,
         keys.AUDIT,
+        keys.cohort_stats(cohort_id),
     ]
     args = [cohort_id, canonical(doc), now_ms(), canonical(audit)]
     tag, fresh = r.eval(_DEFINE, len(script_keys), *script_keys, *args)
@@ -90,21 +98,28 @@ def load_cohort(r: redis.Redis, cohort_id: str) -> CohortSnapshot:
     )
 
 
-_COMMIT = """
--- KEYS[1] stats, [2] stats version, [3] data version, [4] dirty cohorts, [5] arrays, [6] refreshes
+_COMMIT = (
+    PENDING_LUA
+    + """
+-- KEYS[1] stats, [2] stats version, [3] data version, [4] dirty cohorts, [5] arrays, [6] refreshes,
+-- [7] awaiting
 -- ARGV[1] cohort id, [2] version computed from, [3] stats json, then arrays field/value pairs
 local computed = tonumber(ARGV[2])
+local current = tonumber(redis.call('GET', KEYS[3]) or '0')
 if computed >= tonumber(redis.call('GET', KEYS[2]) or '-1') then
   redis.call('INCR', KEYS[6])
   redis.call('SET', KEYS[1], ARGV[3])
   redis.call('DEL', KEYS[5])
   for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[5], ARGV[i], ARGV[i + 1]) end
   redis.call('SET', KEYS[2], computed)
+  -- Pending unless these figures hold every acknowledged write: no newer cohort version (a member's
+  -- record or the definition moved while computing) and no member whose write awaits its recompute.
+  if current ~= computed or redis.call('SCARD', KEYS[7]) > 0 then mark_pending(KEYS[1]) end
 end
-local current = tonumber(redis.call('GET', KEYS[3]) or '0')
 if current == computed then redis.call('ZREM', KEYS[4], ARGV[1]) end
 return current
 """
+)
 
 
 def encode_arrays(data: CohortData, curve: dict) -> dict[str, bytes]:
@@ -127,6 +142,7 @@ def commit_cohort(r: redis.Redis, cohort_id: str, version: int, doc: dict, array
         keys.DIRTY_COHORTS,
         keys.cohort_arrays(cohort_id),
         keys.cohort_refreshes(cohort_id),
+        keys.cohort_awaiting(cohort_id),
     ]
     pairs = [x for item in arrays.items() for x in item]
     args = [cohort_id, version, orjson.dumps(doc), *pairs]
@@ -161,11 +177,13 @@ def cohort_exists(r: redis.Redis, cohort_id: str) -> bool:
 
 
 def read_data(r: redis.Redis, cohort_id: str) -> tuple[CohortData, dict, int] | None:
-    """The evaluable data, curve and version of the last refresh (None before the first)."""
+    """The evaluable data, curve and version of the last refresh (None before the first). The curve's
+    ``pending`` is the stored statistics document's: both are of the same refresh."""
     pipe = r.pipeline(transaction=True)
     pipe.hgetall(keys.cohort_arrays(cohort_id))
     pipe.get(keys.cohort_stats_version(cohort_id))
-    raw, version = pipe.execute()
+    pipe.getrange(keys.cohort_stats(cohort_id), 0, len(PENDING_TRUE) - 1)
+    raw, version, flag = pipe.execute()
     if not raw:
         return None
     split = lambda b: b.decode().split("\n") if b else []  # noqa: E731
@@ -176,7 +194,9 @@ def read_data(r: redis.Redis, cohort_id: str) -> tuple[CohortData, dict, int] | 
         not_evaluable=split(raw[b"not_evaluable"]),
         levels=orjson.loads(raw[b"levels"]),
     )
-    return data, orjson.loads(raw[b"curve"]), int(version or 0)
+    curve = orjson.loads(raw[b"curve"])
+    curve["pending"] = flag == PENDING_TRUE
+    return data, curve, int(version or 0)
 
 
 def list_cohorts(r: redis.Redis) -> list[dict]:

@@ -3,7 +3,13 @@ statistics and curve.
 
 All are built from the whole stored data every time (so recomputation is idempotent) by the rules in
 :mod:`shared.clinical` and the estimators in :mod:`shared.stats`; this module adds the envelope
-readers rely on: ``computed_at`` and the ``data_version`` the document reflects.
+readers rely on: ``pending``, ``computed_at`` and the ``data_version`` the document reflects.
+
+``pending`` comes first, as ``{"pending":false,`` (orjson keeps insertion order and writes no
+spaces): a later write flips it in place in Redis with one SETRANGE at a fixed offset, whatever the
+document's size, so the read path can stay one GET of the stored bytes (``shared.store``,
+``_PENDING``). Documents are always computed with ``pending: false``; only the store's scripts say
+``true``, because only they know whether a write arrived meanwhile.
 """
 
 from __future__ import annotations
@@ -33,10 +39,15 @@ def _timeline_entry(result: dict) -> dict:
 
 def patient_documents(data: PatientData) -> tuple[dict, dict, dict]:
     """(status document, timeline document, cohort follow-up record) of one patient."""
-    envelope = {"patient_id": data.patient_id, "computed_at": _now(), "data_version": data.version}
-    status = {**envelope, "pending": False, **patient_status(data.registration, data.results, data.events)}
+    envelope = {
+        "pending": False,  # first: see the module's docstring
+        "patient_id": data.patient_id,
+        "computed_at": _now(),
+        "data_version": data.version,
+    }
+    status = {**envelope, **patient_status(data.registration, data.results, data.events)}
     ordered = sorted(data.results, key=lambda r: collection_order(r["collected_at"], r["result_id"]))
-    timeline = {**envelope, "pending": False, "results": [_timeline_entry(r) for r in ordered]}
+    timeline = {**envelope, "results": [_timeline_entry(r) for r in ordered]}
     record = cohorts.follow_up_record(data.registration, data.results, data.events)
     return status, timeline, record
 
@@ -44,10 +55,10 @@ def patient_documents(data: PatientData) -> tuple[dict, dict, dict]:
 def cohort_documents(snap: CohortSnapshot, data: cohorts.CohortData) -> tuple[dict, dict]:
     """(statistics document at the default horizons, step curve) of one cohort."""
     envelope = {
+        "pending": False,  # first: see the module's docstring
         "cohort_id": snap.cohort_id,
         "computed_at": _now(),
         "data_version": snap.version,
-        "pending": False,
         "definition": snap.definition,
     }
     return {**envelope, **cohorts.statistics(data)}, {**envelope, **cohorts.curve(data)}

@@ -54,6 +54,8 @@ Per cohort (``C`` is the cohort id, same alphabet as patient ids):
 ``cml:cohort:{C}:version``             string  data version: bumped by a member's record or the definition
 ``cml:cohort:{C}:stats``               string  statistics document (JSON) at the default horizons
 ``cml:cohort:{C}:stats_v``             string  the data version the stored statistics reflect
+``cml:cohort:{C}:awaiting``            set     members with an acknowledged write not yet in their follow-up
+                                               record (their status is behind): the statistics are pending
 ``cml:cohort:{C}:arrays``              hash    ``patients``/``time``/``status``: the evaluable data, for
                                                other horizons and comparisons without a refresh
 ``cml:cohort:{C}:lock``                string  held by the one refresh running for C (SET NX PX)
@@ -64,6 +66,11 @@ Per cohort (``C`` is the cohort id, same alphabet as patient ids):
 The invariant the worker relies on (design-notes.md, "Tasks are hints"): every write bumps the
 patient's version and adds the patient to the dirty set in the same atomic script as the data; a
 recompute clears the dirty mark only if the version is still the one it computed from.
+
+The invariant readers rely on (README, "What pending means"): the same script marks the patient's
+status and timeline ``pending``, adds the patient to the awaiting set of each of its cohorts and marks
+their statistics ``pending``; a document says ``pending: false`` again only once it reflects every
+acknowledged write (``shared.store``, the ``PENDING_LUA`` Lua helpers).
 """
 
 from __future__ import annotations
@@ -155,6 +162,10 @@ def cohort_stats(cohort_id: str) -> str:
 
 def cohort_stats_version(cohort_id: str) -> str:
     return _cohort(cohort_id, "stats_v")
+
+
+def cohort_awaiting(cohort_id: str) -> str:
+    return _cohort(cohort_id, "awaiting")
 
 
 def cohort_arrays(cohort_id: str) -> str:

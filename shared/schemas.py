@@ -242,8 +242,7 @@ class EventSchema(_Strict):
     phase = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(PROGRESSION_PHASES))
     note = _text(500)
 
-    # Not skipped on field errors: in a batch, one item's bad field must not hide another's missing one.
-    @validates_schema(skip_on_field_errors=False)
+    @validates_schema
     def _per_type(self, data: dict, **kwargs: Any) -> None:
         errors: dict[str, list[str]] = {}
         for name, owner in _FIELDS_OF_TYPE.items():

@@ -2,7 +2,8 @@
 
 Every multi-key write is one Lua script, so it is atomic and lands in the AOF before Redis replies:
 a batch of results is stored whole or not at all, and the patient's version bump and dirty mark
-travel with the data (design-notes.md, "Tasks are hints; Redis state is the truth").
+travel with the data (design-notes.md, "Tasks are hints; Redis state is the truth"). So does the
+``pending`` mark on every stored document the write makes stale (see ``PENDING_LUA`` below).
 Key names come from :mod:`shared.keys` only.
 """
 
@@ -56,19 +57,90 @@ class StoreError(Exception):
         self.value = value
 
 
+# --- pending: what a stored document says about acknowledged writes ------------------------------
+
+# Every stored document (status, timeline, cohort statistics) starts with its pending flag
+# (shared.documents). The scripts below flip it in place:
+#
+# - A write that bumps a patient's version marks, in the same script as the data, the patient's
+#   status and timeline pending; it adds the patient to the ``awaiting`` set of each cohort its stored
+#   registration names and marks those cohorts' statistics pending.
+# - commit_status stores the status and timeline pending if a newer write arrived while computing.
+#   Once they reflect the current version it takes the patient out of its cohorts' awaiting sets, and a
+#   cohort left clean (nobody awaiting, statistics of the current cohort version) says false again.
+# - commit_cohort stores the statistics pending unless they are of the current cohort version and
+#   nobody is awaiting. Anything that bumps a cohort's version marks its statistics pending.
+#
+# So a document says ``pending: false`` only when no acknowledged write is missing from it. A patient
+# whose recompute is dead-lettered stays awaiting, and its cohorts' statistics stay pending until ops
+# retry it: that is true, their figures do miss its write.
+#
+# Why in place: the read path is one GET returning the stored bytes (bench/read_path.py), so the bytes
+# must carry the flag. ``"pending":true `` (with a space, which JSON allows between tokens) has the
+# length of ``"pending":false``, and the flag sits at a fixed offset (first in the document), so a flip
+# is a GETRANGE and a SETRANGE of the first 17 bytes: O(1) whatever the document's size (a timeline of
+# hundreds of results), where a GET and SET of the document would copy it twice inside the script,
+# which blocks Redis; and no scan for the flag (nothing before it can look like it). A flip happens
+# only when the flag says the other thing: a burst of writes rewrites a document once.
+PENDING_FALSE = b'{"pending":false,'
+PENDING_TRUE = b'{"pending":true ,'
+assert len(PENDING_FALSE) == len(PENDING_TRUE)
+
+PENDING_LUA = """
+-- Helpers shared by the write scripts (shared.store: "pending"). Documents start with FALSE or TRUE.
+local PENDING_FALSE, PENDING_TRUE = '{"pending":false,', '{"pending":true ,'
+local function set_flag(key, from, to)
+  if redis.call('GETRANGE', key, 0, #from - 1) == from then redis.call('SETRANGE', key, 0, to) end
+end
+local function mark_pending(key) set_flag(key, PENDING_FALSE, PENDING_TRUE) end
+local function mark_settled(key) set_flag(key, PENDING_TRUE, PENDING_FALSE) end
+
+-- A cohort's keys, from the head and tail of shared.keys.cohort_key_parts().
+local function cohort_key(head, tail, c, suffix) return head .. c .. tail .. suffix end
+
+-- An acknowledged write to patient pid (whose version it bumped): its status and timeline are
+-- behind, and so is every cohort its stored registration names (``marked`` dedupes within a script).
+local function await_write(pid, status_key, timeline_key, registration, head, tail, marked)
+  mark_pending(status_key)
+  mark_pending(timeline_key)
+  if not registration then return end
+  for _, c in ipairs(cjson.decode(registration)['cohorts'] or {}) do
+    redis.call('SADD', cohort_key(head, tail, c, 'awaiting'), pid)
+    if not marked[c] then
+      marked[c] = true
+      mark_pending(cohort_key(head, tail, c, 'stats'))
+    end
+  end
+end
+
+-- Nobody awaiting and the statistics of the cohort's current version: they reflect every write.
+local function settle_cohort(awaiting_key, stats_key, stats_version_key, version_key)
+  if redis.call('SCARD', awaiting_key) == 0
+      and redis.call('GET', stats_version_key) == redis.call('GET', version_key) then
+    mark_settled(stats_key)
+  end
+end
+"""
+assert f"'{PENDING_FALSE.decode()}', '{PENDING_TRUE.decode()}'" in PENDING_LUA
+
+
 # --- writing results ------------------------------------------------------------------------------
 
-_STORE_RESULTS = """
+_STORE_RESULTS = (
+    PENDING_LUA
+    + """
 -- KEYS[1] result index, KEYS[2] dirty zset, KEYS[3] enqueued zset, KEYS[4] audit stream,
--- then per item: registration, results hash, version (3 keys).
--- ARGV[1] now ms, ARGV[2] audit entry, then per item: result_id, patient_id, status, sha, json.
-local n = (#ARGV - 2) / 5
+-- then per item: registration, results hash, version, status, timeline (5 keys).
+-- ARGV[1] now ms, ARGV[2] audit entry, [3] cohort key head, [4] tail,
+-- then per item: result_id, patient_id, status, sha, json.
+-- (KEYS and ARGV both hold 4 fixed entries then 5 per item: item i's are at a = k = 4 + (i - 1) * 5.)
+local n = (#ARGV - 4) / 5
 local outcome = {}
 -- Pass 1 checks everything, so that a refused batch writes nothing.
 for i = 1, n do
-  local a = 2 + (i - 1) * 5
+  local a = 4 + (i - 1) * 5
   local rid, pid, st, sha = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
-  local k = 4 + (i - 1) * 3
+  local k = 4 + (i - 1) * 5
   if redis.call('EXISTS', KEYS[k + 1]) == 0 then return {'unknown_patient', i, pid} end
   local idx = redis.call('HGET', KEYS[1], rid)
   if not idx then
@@ -87,22 +159,25 @@ end
 local touched, order = {}, {}
 for i = 1, n do
   if outcome[i] ~= 'unchanged' then
-    local a = 2 + (i - 1) * 5
-    local k = 4 + (i - 1) * 3
+    local a = 4 + (i - 1) * 5
+    local k = 4 + (i - 1) * 5
     redis.call('HSET', KEYS[1], ARGV[a + 1], ARGV[a + 2] .. '|' .. ARGV[a + 4])
     redis.call('HSET', KEYS[k + 2], ARGV[a + 1], ARGV[a + 5])
     if not touched[ARGV[a + 2]] then
-      touched[ARGV[a + 2]] = KEYS[k + 3]
+      touched[ARGV[a + 2]] = k
       table.insert(order, ARGV[a + 2])
     end
   end
 end
 local reply = {'ok', outcome}
 local versions = {}
+local marked = {}
 for _, pid in ipairs(order) do
-  local v = redis.call('INCR', touched[pid])
+  local k = touched[pid]
+  local v = redis.call('INCR', KEYS[k + 3])
   redis.call('ZADD', KEYS[2], 'NX', ARGV[1], pid)
   local fresh = redis.call('ZADD', KEYS[3], 'NX', ARGV[1], pid)
+  await_write(pid, KEYS[k + 4], KEYS[k + 5], redis.call('GET', KEYS[k + 1]), ARGV[3], ARGV[4], marked)
   table.insert(versions, {pid, v, fresh})
 end
 table.insert(reply, versions)
@@ -111,6 +186,7 @@ redis.call('XADD', KEYS[4], '*', 'entry', ARGV[2],
   'outcomes', table.concat(outcome, ','))
 return reply
 """
+)
 
 
 @dataclass
@@ -142,10 +218,12 @@ def store_results(r: redis.Redis, results: Sequence[dict], audit: dict) -> Write
     """Store validated results atomically with their audit entry; raise StoreError (writing
     nothing) on a conflict."""
     script_keys = [keys.RESULT_INDEX, keys.DIRTY_PATIENTS, keys.ENQUEUED_PATIENTS, keys.AUDIT]
-    args: list = [now_ms(), canonical(audit)]
+    args: list = [now_ms(), canonical(audit), *keys.cohort_key_parts()]
     for doc in results:
         pid = doc["patient_id"]
-        script_keys += [keys.registration(pid), keys.results(pid), keys.version(pid)]
+        script_keys += [
+            keys.registration(pid), keys.results(pid), keys.version(pid), keys.status(pid), keys.timeline(pid)
+        ]  # fmt: skip
         args += [doc["result_id"], pid, doc["status"], content_hash(doc), canonical(doc)]
     reply = r.eval(_STORE_RESULTS, len(script_keys), *script_keys, *args)
     tag = _decode(reply[0])
@@ -157,9 +235,11 @@ def store_results(r: redis.Redis, results: Sequence[dict], audit: dict) -> Write
 
 # --- registering patients -------------------------------------------------------------------------
 
-_REGISTER = """
+_REGISTER = (
+    PENDING_LUA
+    + """
 -- KEYS[1] registration, [2] version, [3] patients set, [4] dirty, [5] enqueued, [6] cohorts set,
--- [7] dirty cohorts, [8] enqueued cohorts, [9] audit stream
+-- [7] dirty cohorts, [8] enqueued cohorts, [9] audit stream, [10] status, [11] timeline
 -- ARGV[1] patient id, [2] document, [3] now ms, [4] cohort key head, [5] tail, [6] audit entry,
 -- [7..] cohorts
 local old = redis.call('GET', KEYS[1])
@@ -175,12 +255,21 @@ local keep, fresh_cohorts = {}, {}
 for i = 7, #ARGV do keep[ARGV[i]] = true end
 if old then
   for _, c in ipairs(cjson.decode(old)['cohorts']) do
-    redis.call('SREM', head .. c .. tail .. 'members', ARGV[1])
-    -- Leaving a cohort changes its statistics: drop the record, mark the cohort dirty.
-    if not keep[c] and redis.call('HDEL', head .. c .. tail .. 'followup', ARGV[1]) == 1 then
-      redis.call('INCR', head .. c .. tail .. 'version')
-      redis.call('ZADD', KEYS[7], 'NX', ARGV[3], c)
-      if redis.call('ZADD', KEYS[8], 'NX', ARGV[3], c) == 1 then table.insert(fresh_cohorts, c) end
+    local function ck(suffix) return cohort_key(head, tail, c, suffix) end
+    redis.call('SREM', ck('members'), ARGV[1])
+    if not keep[c] then
+      -- Pending: whatever the patient's awaiting writes were, they no longer concern this cohort.
+      redis.call('SREM', ck('awaiting'), ARGV[1])
+      -- Leaving a cohort changes its statistics: drop the record, mark the cohort dirty.
+      if redis.call('HDEL', ck('followup'), ARGV[1]) == 1 then
+        redis.call('INCR', ck('version'))
+        mark_pending(ck('stats'))
+        redis.call('ZADD', KEYS[7], 'NX', ARGV[3], c)
+        if redis.call('ZADD', KEYS[8], 'NX', ARGV[3], c) == 1 then table.insert(fresh_cohorts, c) end
+      else
+        -- Never in its statistics: the cohort may be clean now that the patient no longer awaits.
+        settle_cohort(ck('awaiting'), ck('stats'), ck('stats_v'), ck('version'))
+      end
     end
   end
 end
@@ -193,10 +282,13 @@ redis.call('SADD', KEYS[3], ARGV[1])
 local v = redis.call('INCR', KEYS[2])
 redis.call('ZADD', KEYS[4], 'NX', ARGV[3], ARGV[1])
 local fresh = redis.call('ZADD', KEYS[5], 'NX', ARGV[3], ARGV[1])
+-- Pending: the new registration's cohorts await this patient's recompute.
+await_write(ARGV[1], KEYS[10], KEYS[11], ARGV[2], head, tail, {})
 local tag = old and 'updated' or 'created'
 audit(tag)
 return {tag, v, fresh, fresh_cohorts}
 """
+)
 
 
 def register_patient(r: redis.Redis, patient_id: str, doc: dict, audit: dict) -> tuple[str, WriteOutcome]:
@@ -212,6 +304,8 @@ def register_patient(r: redis.Redis, patient_id: str, doc: dict, audit: dict) ->
         keys.DIRTY_COHORTS,
         keys.ENQUEUED_COHORTS,
         keys.AUDIT,
+        keys.status(patient_id),
+        keys.timeline(patient_id),
     ]
     args = [patient_id, canonical(doc), now_ms(), head, tail, canonical(audit), *doc["cohorts"]]
     tag, version, fresh, cohorts = r.eval(_REGISTER, len(script_keys), *script_keys, *args)
@@ -225,12 +319,17 @@ def register_patient(r: redis.Redis, patient_id: str, doc: dict, audit: dict) ->
 
 # --- clinical events ------------------------------------------------------------------------------
 
-_ADD_EVENTS = """
--- KEYS[1] registration, [2] events hash, [3] version, [4] dirty, [5] enqueued, [6] audit stream
--- ARGV[1] patient id, [2] now ms, [3] audit entry, then pairs: event id, json
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'unknown_patient', 0, 0} end
+_ADD_EVENTS = (
+    PENDING_LUA
+    + """
+-- KEYS[1] registration, [2] events hash, [3] version, [4] dirty, [5] enqueued, [6] audit stream,
+-- [7] status, [8] timeline
+-- ARGV[1] patient id, [2] now ms, [3] audit entry, [4] cohort key head, [5] tail,
+-- then pairs: event id, json
+local registration = redis.call('GET', KEYS[1])
+if not registration then return {'unknown_patient', 0, 0} end
 local changed = false
-for i = 4, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   if redis.call('HGET', KEYS[2], ARGV[i]) ~= ARGV[i + 1] then
     redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
     changed = true
@@ -242,8 +341,10 @@ if not changed then return {'unchanged', tonumber(redis.call('GET', KEYS[3]) or 
 local v = redis.call('INCR', KEYS[3])
 redis.call('ZADD', KEYS[4], 'NX', ARGV[2], ARGV[1])
 local fresh = redis.call('ZADD', KEYS[5], 'NX', ARGV[2], ARGV[1])
+await_write(ARGV[1], KEYS[7], KEYS[8], registration, ARGV[4], ARGV[5], {})
 return {'ok', v, fresh}
 """
+)
 
 
 def event_id(event: dict) -> str:
@@ -259,8 +360,10 @@ def add_events(r: redis.Redis, patient_id: str, events: Iterable[dict], audit: d
         keys.DIRTY_PATIENTS,
         keys.ENQUEUED_PATIENTS,
         keys.AUDIT,
+        keys.status(patient_id),
+        keys.timeline(patient_id),
     ]
-    args: list = [patient_id, now_ms(), canonical(audit)]
+    args: list = [patient_id, now_ms(), canonical(audit), *keys.cohort_key_parts()]
     for ev in events:
         ev = {**ev, "event_id": event_id(ev)}
         args += [ev["event_id"], canonical(ev)]
@@ -311,16 +414,19 @@ def patient_exists(r: redis.Redis, patient_id: str) -> bool:
 # --- computed status ------------------------------------------------------------------------------
 
 _COMMIT_STATUS = (
-    worklist.INDEX_LUA
+    PENDING_LUA
+    + worklist.INDEX_LUA
     + """
 -- KEYS[1] status, [2] status version, [3] data version, [4] dirty, [5] timeline,
 -- [6] dirty cohorts, [7] enqueued cohorts, [8] lag list, [9] worklist rows, [10] worklist due,
--- then per cohort: members, follow-up, version.
+-- then per cohort (6 keys): members, follow-up, version, awaiting, stats, stats version.
 -- ARGV[1] patient id, [2] data version computed from, [3] status, [4] timeline, [5] follow-up
 -- record, [6] now ms, [7] number of cohorts n, [8..7+n] cohort ids (in the order of their keys),
 -- [8+n] worklist level head, [9+n] action head, then the worklist index arguments (worklist.index_args)
-local computed = tonumber(ARGV[2])
+local PER_COHORT = 6
+local pid, computed = ARGV[1], tonumber(ARGV[2])
 local n = tonumber(ARGV[7])
+local current = tonumber(redis.call('GET', KEYS[3]) or '0')
 local fresh_cohorts = {}
 -- Never replace a newer status with an older one (two workers may race on one patient); the same
 -- version is rewritten (a recompute after a rules change).
@@ -328,35 +434,47 @@ if computed >= tonumber(redis.call('GET', KEYS[2]) or '-1') then
   redis.call('SET', KEYS[1], ARGV[3])
   redis.call('SET', KEYS[5], ARGV[4])
   redis.call('SET', KEYS[2], computed)
+  -- Pending: a write acknowledged while this was computed is not in it (its own task follows).
+  if current > computed then
+    mark_pending(KEYS[1])
+    mark_pending(KEYS[5])
+  end
   -- The worklist indexes move with the status they are made from (shared/worklist.py).
   local w = 10 + n
   local codes = {}
   for i = w + 3, #ARGV do table.insert(codes, ARGV[i]) end
-  index_worklist(ARGV[1], KEYS[9], KEYS[10], ARGV[w], ARGV[w + 1], ARGV[w + 2], codes,
+  index_worklist(pid, KEYS[9], KEYS[10], ARGV[w], ARGV[w + 1], ARGV[w + 2], codes,
     ARGV[8 + n], ARGV[9 + n])
   for c = 1, n do
-    local k = 10 + (c - 1) * 3
+    local k = 10 + (c - 1) * PER_COHORT
     local cid = ARGV[7 + c]
     -- Still a member (a registration may have moved the patient meanwhile), and a real change:
     -- only then does the cohort need a refresh.
-    if redis.call('SISMEMBER', KEYS[k + 1], ARGV[1]) == 1
-        and redis.call('HGET', KEYS[k + 2], ARGV[1]) ~= ARGV[5] then
-      redis.call('HSET', KEYS[k + 2], ARGV[1], ARGV[5])
+    if redis.call('SISMEMBER', KEYS[k + 1], pid) == 1
+        and redis.call('HGET', KEYS[k + 2], pid) ~= ARGV[5] then
+      redis.call('HSET', KEYS[k + 2], pid, ARGV[5])
       redis.call('INCR', KEYS[k + 3])
+      mark_pending(KEYS[k + 5])  -- the statistics are now behind the cohort's version
       redis.call('ZADD', KEYS[6], 'NX', ARGV[6], cid)
       if redis.call('ZADD', KEYS[7], 'NX', ARGV[6], cid) == 1 then table.insert(fresh_cohorts, cid) end
     end
   end
 end
-local current = tonumber(redis.call('GET', KEYS[3]) or '0')
 if current == computed then
   -- Recompute lag: from the oldest write this status now reflects (its 202) to now.
-  local since = redis.call('ZSCORE', KEYS[4], ARGV[1])
+  local since = redis.call('ZSCORE', KEYS[4], pid)
   if since then
     redis.call('LPUSH', KEYS[8], tonumber(ARGV[6]) - tonumber(since))
     redis.call('LTRIM', KEYS[8], 0, 999)
   end
-  redis.call('ZREM', KEYS[4], ARGV[1])
+  redis.call('ZREM', KEYS[4], pid)
+  -- Pending: every write of this patient is in its follow-up records now; a cohort left with nobody
+  -- awaiting and statistics of its current version (the record did not change) is settled again.
+  for c = 1, n do
+    local k = 10 + (c - 1) * PER_COHORT
+    redis.call('SREM', KEYS[k + 4], pid)
+    settle_cohort(KEYS[k + 4], KEYS[k + 5], KEYS[k + 6], KEYS[k + 3])
+  end
 end
 return {current, fresh_cohorts}
 """
@@ -367,7 +485,8 @@ def commit_status(
     r: redis.Redis, data: PatientData, status: dict, timeline: dict, record: dict
 ) -> tuple[int, list[str]]:
     """Store a patient's status, timeline and cohort follow-up record computed from ``data``; clear
-    the dirty mark only if no write came in meanwhile. Returns the current data version (greater
+    the dirty mark (and the patient's awaiting marks in its cohorts) only if no write came in
+    meanwhile, else store the documents marked pending. Returns the current data version (greater
     than ``data.version``: a newer write is pending, with its own task) and the cohorts whose
     refresh must be enqueued."""
     pid = data.patient_id
@@ -385,7 +504,10 @@ def commit_status(
         keys.WORKLIST_DUE,
     ]
     for c in cohorts:
-        script_keys += [keys.cohort_members(c), keys.cohort_followup(c), keys.cohort_version(c)]
+        script_keys += [
+            keys.cohort_members(c), keys.cohort_followup(c), keys.cohort_version(c),
+            keys.cohort_awaiting(c), keys.cohort_stats(c), keys.cohort_stats_version(c),
+        ]  # fmt: skip
     args = [
         pid,
         data.version,

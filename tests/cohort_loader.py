@@ -64,7 +64,8 @@ def load_cohort(client, rows: list[dict], prefix: str, cohorts_of) -> list[str]:
 
 
 def wait_cohort(client, r, cohort_id: str, timeout: float = 60.0) -> dict:
-    """Wait until nothing is dirty and the stored statistics reflect the cohort's data version."""
+    """Wait until nothing is dirty and the stored statistics reflect the cohort's data version; they
+    must then say so (``pending: false``: no member awaits a recompute)."""
 
     def settled():
         if r.zcard("cml:dirty:patients") or r.zscore("cml:dirty:cohorts", cohort_id) is not None:
@@ -74,6 +75,6 @@ def wait_cohort(client, r, cohort_id: str, timeout: float = 60.0) -> dict:
             return None
         doc = resp.get_json()
         version = int(r.get(f"cml:cohort:{{{cohort_id}}}:version") or 0)
-        return doc if doc["data_version"] == version else None
+        return doc if doc["data_version"] == version and doc["pending"] is False else None
 
     return wait_for(settled, timeout, interval=0.1, what=f"cohort {cohort_id} statistics")

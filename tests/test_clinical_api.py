@@ -16,13 +16,15 @@ def test_unknown_tki_and_free_text_reason_are_refused_naming_the_field(client, p
     [error] = resp.get_json()["errors"]
     assert error["pointer"] == "/tki" and "Glivec" in error["detail"] and "asciminib" in error["detail"]
     register(client, pid, tki="Glivec")
-    bad = client.post(
-        f"/v1/patients/{pid}/events",
-        json=[{"type": "tki_changed", "date": "2020-01-01", "tki": "Tasigna", "reason": "rash"},
-              {"type": "resistance_mutation", "date": "2020-02-01"}],
-    )  # fmt: skip
-    assert bad.status_code == 422
-    assert {e["pointer"] for e in bad.get_json()["errors"]} == {"/0/reason", "/1/mutation"}
+    for item, pointer in [
+        ({"type": "tki_changed", "date": "2020-01-01", "tki": "Tasigna", "reason": "rash"}, "/1/reason"),
+        ({"type": "resistance_mutation", "date": "2020-02-01"}, "/1/mutation"),
+        ({"type": "tki_changed", "date": "2020-01-01", "tki": "Tasigna", "phase": "blast"}, "/1/phase"),
+    ]:
+        ok = {"type": "add_on_started", "date": "2020-01-01"}
+        bad = client.post(f"/v1/patients/{pid}/events", json=[ok, item])
+        assert bad.status_code == 422
+        assert [e["pointer"] for e in bad.get_json()["errors"]] == [pointer]
 
 
 def test_brand_lines_failures_and_actions_reach_the_status(client, pid) -> None:

@@ -30,7 +30,7 @@ from openapi_spec_validator.versions.shortcuts import get_spec_version
 from werkzeug.test import EnvironBuilder, TestResponse
 from werkzeug.wrappers import Response
 
-from shared import keys
+from shared import keys, store
 from tests.conftest import FULL_KEY, SCOPED_KEYS
 from tests.procs import wait_for
 from tests.support import register, result, wait_status
@@ -455,6 +455,31 @@ def test_pending_documents_conform(call, app, pid):
     assert timeline == {**status, "results": []}  # the same envelope as the status
 
 
+def test_computed_documents_marked_pending_conform(call, app, pid):
+    """A computed status, timeline and statistics that a later write marked pending (the bytes the write
+    scripts leave: the flag flipped in place) conform too. Flipped here the way the scripts flip it, so
+    no recompute races the reads."""
+    redis = app.extensions["cml"].redis
+    cohort = f"C-{uuid.uuid4().hex[:8]}"
+    register(call.client, pid, cohorts=[cohort], enrolled_on="2023-01-10")
+    call("POST", RESULTS, RESULTS, 202, json=result(pid, collected_at="2023-02-01"))
+    wait_status(call.client, pid, lambda d: d["results_count"] == 1)
+    _wait_cohort(call.client, redis, cohort, [pid])
+    for key in (keys.status(pid), keys.timeline(pid), keys.cohort_stats(cohort)):
+        assert redis.getrange(key, 0, len(store.PENDING_FALSE) - 1) == store.PENDING_FALSE
+        redis.setrange(key, 0, store.PENDING_TRUE)
+    status = call("GET", f"/v1/patients/{pid}/status", STATUS, 200).get_json()
+    assert status["pending"] is True and status["results_count"] == 1
+    timeline = call("GET", f"/v1/patients/{pid}/results", TIMELINE, 200).get_json()
+    assert timeline["pending"] is True and len(timeline["results"]) == 1
+    url = f"/v1/cohorts/{cohort}/statistics"
+    stats = call("GET", url, STATISTICS, 200).get_json()
+    assert stats["pending"] is True and stats["n_evaluable"] == 1
+    # Other horizons and the JSON curve come from the same refresh: they carry the same flag.
+    assert call("GET", f"{url}?horizons=6", STATISTICS, 200).get_json()["pending"] is True
+    assert call("GET", f"/v1/cohorts/{cohort}/curve", CURVE, 200).get_json()["pending"] is True
+
+
 def test_assay_results_conform(call, pid):
     register(call.client, pid)
     rid = "R-" + uuid.uuid4().hex
@@ -594,7 +619,8 @@ def _wait_cohort(client, r, cohort_id: str, pids: Iterable[str]) -> dict:
         if resp.status_code != 200:
             return None
         doc = resp.get_json()
-        return doc if doc["data_version"] == int(r.get(keys.cohort_version(cohort_id)) or 0) else None
+        current = doc["data_version"] == int(r.get(keys.cohort_version(cohort_id)) or 0)
+        return doc if current and doc["pending"] is False else None
 
     return wait_for(settled, 60, interval=0.1, what=f"statistics of cohort {cohort_id}")
 

@@ -91,8 +91,8 @@ def get_statistics(cohort_id: str) -> Response:
         data, curve, _ = _data(cohort_id)
     except NotComputedYet:
         return _pending(cohort_id)
-    envelope = {k: curve[k] for k in ("cohort_id", "computed_at", "data_version", "definition")}
-    envelope["pending"] = False
+    # The stored document's envelope, pending included (the same refresh: shared.cohort_store.read_data).
+    envelope = {k: curve[k] for k in ("pending", "cohort_id", "computed_at", "data_version", "definition")}
     return jsonify({**envelope, **cohorts.statistics(data, horizons or cohorts.DEFAULT_HORIZONS_MONTHS)})
 
 
