@@ -116,6 +116,13 @@ def status_version(patient_id: str) -> str:
     return _patient(patient_id, "status_v")
 
 
+def patient_key_parts() -> tuple[str, str]:
+    """(head, tail) such that head + P + tail + suffix is patient P's key (for Lua scripts that
+    reach every patient from the patients set)."""
+    head, tail = _patient("\0", "").split("\0")
+    return head, tail
+
+
 def idempotency(caller: str, idempotency_key: str) -> str:
     # The caller's name is length-prefixed: names may hold ':', and ("a", "b:c") must not meet ("a:b", "c").
     return f"{PREFIX}idem:{len(caller)}:{caller}:{idempotency_key}"

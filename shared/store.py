@@ -20,6 +20,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from shared import keys, worklist
+from shared.pending import PENDING_FALSE, PENDING_TRUE
 
 
 def connect(url: str) -> redis.Redis:
@@ -82,9 +83,6 @@ class StoreError(Exception):
 # hundreds of results), where a GET and SET of the document would copy it twice inside the script,
 # which blocks Redis; and no scan for the flag (nothing before it can look like it). A flip happens
 # only when the flag says the other thing: a burst of writes rewrites a document once.
-PENDING_FALSE = b'{"pending":false,'
-PENDING_TRUE = b'{"pending":true ,'
-assert len(PENDING_FALSE) == len(PENDING_TRUE)
 
 PENDING_LUA = """
 -- Helpers shared by the write scripts (shared.store: "pending"). Documents start with FALSE or TRUE.

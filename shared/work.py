@@ -15,7 +15,7 @@ import redis
 
 from shared import keys
 from shared.queue import QUEUES
-from shared.store import _decode, canonical, now_ms, status_version
+from shared.store import PENDING_LUA, _decode, canonical, now_ms, status_version
 
 
 def claim(r: redis.Redis, kind: str, item_id: str) -> bool:
@@ -93,28 +93,44 @@ def retry_dead_letter(r: redis.Redis, kind: str, item_id: str, audit: dict) -> b
 
 # --- rules changes -------------------------------------------------------------------------------
 
-_RULES_CHANGED = """
+_RULES_CHANGED = (
+    PENDING_LUA
+    + """
 -- KEYS[1] rules fingerprint, [2] patients set, [3] dirty patients, [4] cohorts set, [5] dirty cohorts
--- ARGV[1] fingerprint, [2] now ms
+-- ARGV[1] fingerprint, [2] now ms, [3] patient key head, [4] tail, [5] cohort key head, [6] tail
 if redis.call('GET', KEYS[1]) == ARGV[1] then return -1 end
+-- Every stored document is about to be remade by other rules: each says pending until it is. A
+-- document stored by a release before the flag led it carries the flag further in: flip it there
+-- (the same length, so in place); its recompute stores the current layout.
+local function mark_any(key)
+  local head = redis.call('GETRANGE', key, 0, 511)
+  if head == '' or string.sub(head, 1, #PENDING_FALSE) == PENDING_TRUE then return end
+  local at = string.find(head, '"pending":false', 1, true)
+  if at then redis.call('SETRANGE', key, at - 1, '"pending":true ') end
+end
 local n = 0
 for _, pid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   n = n + redis.call('ZADD', KEYS[3], 'NX', ARGV[2], pid)
+  mark_any(ARGV[3] .. pid .. ARGV[4] .. 'status')
+  mark_any(ARGV[3] .. pid .. ARGV[4] .. 'timeline')
 end
 for _, cid in ipairs(redis.call('SMEMBERS', KEYS[4])) do
   redis.call('ZADD', KEYS[5], 'NX', ARGV[2], cid)
+  mark_any(ARGV[5] .. cid .. ARGV[6] .. 'stats')
 end
 redis.call('SET', KEYS[1], ARGV[1])
 return n
 """
+)
 
 
 def recompute_all_if_rules_changed(r: redis.Redis, fingerprint: str) -> int:
     """Mark every patient and cohort dirty when the stored documents were made by other rules (a
-    deployment changed them); the sweeper then recomputes them all. Returns how many patients were
-    marked, -1 if the rules are unchanged."""
+    deployment changed them), and every stored document pending; the sweeper then recomputes them
+    all. Returns how many patients were marked, -1 if the rules are unchanged."""
     script_keys = [keys.RULES, keys.PATIENTS, keys.DIRTY_PATIENTS, keys.COHORTS, keys.DIRTY_COHORTS]
-    return int(r.eval(_RULES_CHANGED, len(script_keys), *script_keys, fingerprint, now_ms()))
+    parts = [*keys.patient_key_parts(), *keys.cohort_key_parts()]
+    return int(r.eval(_RULES_CHANGED, len(script_keys), *script_keys, fingerprint, now_ms(), *parts))
 
 
 # --- the audit trail ------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import orjson
 import redis
 
 from shared import keys
+from shared.pending import PENDING_TRUE
 
 SAMPLE_OVERDUE = "sample_overdue"
 
@@ -103,6 +104,10 @@ def decode_cursor(cursor: str) -> str:
         raise ValueError("not a cursor from a previous page") from exc
 
 
+def _overdue(q: Query) -> bool:
+    return q.overdue or q.action == SAMPLE_OVERDUE
+
+
 def _candidates(r: redis.Redis, q: Query, today: date) -> set[str]:
     sets = []
     if q.cohort is not None:
@@ -111,36 +116,62 @@ def _candidates(r: redis.Redis, q: Query, today: date) -> set[str]:
         sets.append(keys.worklist_level(q.level))
     if q.action is not None and q.action != SAMPLE_OVERDUE:
         sets.append(keys.worklist_action(q.action))
-    ids = {_decode(m) for m in (r.sinter(sets) if sets else r.smembers(keys.PATIENTS))}
-    if q.overdue or q.action == SAMPLE_OVERDUE:
+    pipe = r.pipeline(transaction=True)  # one snapshot of the indexes
+    if sets:
+        pipe.sinter(sets)
+    else:
+        pipe.smembers(keys.PATIENTS)
+    if _overdue(q):
         # Due strictly before today: a sample due today is not yet overdue.
-        due = r.zrangebyscore(keys.WORKLIST_DUE, "-inf", today.toordinal() - 1)
-        ids &= {_decode(m) for m in due}
+        pipe.zrangebyscore(keys.WORKLIST_DUE, "-inf", today.toordinal() - 1)
+    found = pipe.execute()
+    ids = {_decode(m) for m in found[0]}
+    if _overdue(q):
+        ids &= {_decode(m) for m in found[1]}
     return ids
 
 
+def _matches(item: dict[str, Any], q: Query) -> bool:
+    """A row read after the index sets still meets the filters (a status stored in between may have
+    moved the patient: the row is the newer truth)."""
+    if "response_level" not in item:  # no status stored yet: nothing to filter on
+        return q.level is None and q.action is None and not q.overdue
+    if q.level is not None and item["response_level"] != q.level:
+        return False
+    if q.action is not None and q.action not in {a["code"] for a in item["actions"]}:
+        return False
+    return not q.overdue or item["overdue"]
+
+
 def query(r: redis.Redis, q: Query, today: date) -> dict[str, Any]:
-    """One page of the worklist, sorted by patient id, with the cursor of the next page."""
+    """One page of the worklist, sorted by patient id, with the cursor of the next page. Each row says
+    `pending` when its patient's stored status does (an acknowledged write not yet reflected: the
+    row's level, actions and due date may change when it is)."""
     ids = sorted(i for i in _candidates(r, q, today) if q.after is None or i > q.after)
     page = ids[: q.limit]
-    rows = r.hmget(keys.WORKLIST_ROWS, page) if page else []
-    items = [_item(pid, raw, today) for pid, raw in zip(page, rows, strict=True)]
+    pipe = r.pipeline(transaction=True)
+    pipe.hmget(keys.WORKLIST_ROWS, page) if page else None
+    for pid in page:
+        pipe.getrange(keys.status(pid), 0, len(PENDING_TRUE) - 1)
+    replies = pipe.execute() if page else [[]]
+    rows, flags = replies[0], replies[1:]
+    items = [_item(pid, raw, flag, today) for pid, raw, flag in zip(page, rows, flags, strict=True)]
     more = len(ids) > q.limit
     return {
         "as_of": today.isoformat(),
-        "patients": items,
+        "patients": [item for item in items if _matches(item, q)],
         "next_cursor": encode_cursor(page[-1]) if more else None,
     }
 
 
-def _item(patient_id: str, raw: bytes | None, today: date) -> dict[str, Any]:
+def _item(patient_id: str, raw: bytes | None, flag: bytes, today: date) -> dict[str, Any]:
     if raw is None:  # registered, first status not stored yet
         return {"patient_id": patient_id, "pending": True, "actions": [], "next_sample_due": None,
                 "overdue": False}  # fmt: skip
     row = orjson.loads(raw)
     due = row["next_sample_due"]
     row["overdue"] = due is not None and date.fromisoformat(due) < today
-    row["pending"] = False
+    row["pending"] = flag == PENDING_TRUE
     if row["overdue"]:
         row["actions"].append({
             "code": SAMPLE_OVERDUE,

@@ -243,3 +243,49 @@ def test_a_dead_lettered_patient_keeps_its_cohorts_pending(rs, pid, cid):
     recompute(rs, pid)
     refresh(rs, cid)
     assert not pending(rs, keys.cohort_stats(cid)) and not pending(rs, keys.status(pid))
+
+
+def test_a_rules_change_marks_every_document_pending_whatever_its_layout(rs, cid) -> None:
+    """A deploy that changes the rules recomputes everything (rules_fingerprint): until then every
+    stored document says pending, including one stored by a release whose flag was not first."""
+    register(rs, "P-new", [cid])
+    register(rs, "P-old", [cid])
+    post(rs, result("P-new"), result("P-old"))
+    recompute(rs, "P-new")
+    recompute(rs, "P-old")
+    old_layout = {"patient_id": "P-old", "computed_at": "2026-01-01T00:00:00+00:00", "data_version": 2,
+                  "pending": False, "results_count": 1}  # fmt: skip
+    rs.set(keys.status("P-old"), orjson.dumps(old_layout))
+    assert orjson.loads(rs.get(keys.status("P-new")))["pending"] is False
+    work.recompute_all_if_rules_changed(rs, "fingerprint-1")
+    assert work.recompute_all_if_rules_changed(rs, "fingerprint-2") == 0  # already dirty
+    for key in (keys.status("P-new"), keys.timeline("P-new"), keys.status("P-old")):
+        assert orjson.loads(rs.get(key))["pending"] is True, key
+    assert len(rs.get(keys.status("P-old"))) == len(orjson.dumps(old_layout))  # flipped in place
+    recompute(rs, "P-new")
+    assert orjson.loads(rs.get(keys.status("P-new")))["pending"] is False
+    assert rs.zscore(keys.DIRTY_PATIENTS, "P-new") is None
+
+
+def test_a_worklist_row_says_pending_while_its_status_does(rs, cid) -> None:
+    """The worklist row is as old as the stored status: it says so until the write is reflected."""
+    from datetime import date
+
+    from shared import worklist
+
+    def row() -> dict:
+        [item] = worklist.query(rs, worklist.Query(cohort=cid), date(2025, 1, 1))["patients"]
+        return item
+
+    register(rs, "P-1", [cid])
+    assert row()["pending"] is True and "response_level" not in row()  # no status yet
+    post(rs, result("P-1", collected_at="2024-03-01", bcr_abl1_copies=500))
+    recompute(rs, "P-1")
+    assert row()["pending"] is False and row()["response_level"] == "MR2"
+    post(rs, result("P-1", collected_at="2024-04-01", bcr_abl1_copies=50))
+    assert row()["pending"] is True and row()["response_level"] == "MR2"  # the old row, said so
+    assert worklist.query(rs, worklist.Query(cohort=cid, level="MR2"), date(2025, 1, 1))["patients"]
+    recompute(rs, "P-1")
+    assert row()["pending"] is False and row()["response_level"] == "MMR"
+    # The level index moved with the status: the row no longer lists under MR2.
+    assert worklist.query(rs, worklist.Query(cohort=cid, level="MR2"), date(2025, 1, 1))["patients"] == []

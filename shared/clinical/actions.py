@@ -104,7 +104,8 @@ def monitoring(
         latest_since = "latest sample since the stop" if since_stop else "no sample since the stop"
         basis = f"off TKI since {stopped.isoformat()}; {latest_since}"
     else:
-        anchor = latest or tki_started_on
+        # A sample taken before the TKI start (at diagnosis) is not the last on-TKI sample.
+        anchor = max((d for d in (latest, tki_started_on) if d is not None), default=None)
         if anchor is None:
             return {**base, "basis": "no result and no TKI start recorded"}
         in_mmr = level is not None and at_least(level, "MMR")

@@ -48,7 +48,7 @@ def patient_status(
     assessed_on = _assessed_on(scored, timeline, enrolled_on, tki_started_on)
     # With no result and no therapy event nothing documents therapy past its start: never a death's or
     # a loss to follow-up's date (clinical-rules.md s.8).
-    documented = documented_on((r.collected_on for r in scored), timeline) or tki_started_on
+    documented = _latest(documented_on((r.collected_on for r in scored), timeline), tki_started_on)
     course = tki_course(registration, timeline)
     history = therapy_history(registration, timeline)
     on_tki = taken_on_tki(scored, timeline)
@@ -141,6 +141,12 @@ def overall_assessment(
         "date": None if collected is None else parse_date(collected).isoformat(),
         "reason": current["reason"],
     }
+
+
+def _latest(*days: date | None) -> date | None:
+    # A sample before the TKI start (at diagnosis) documents no therapy: durations never go negative.
+    known = [d for d in days if d is not None]
+    return max(known) if known else None
 
 
 def _optional_date(value: str | None) -> date | None:

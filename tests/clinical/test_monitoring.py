@@ -225,3 +225,12 @@ def test_actim_stable_time_not_extended_by_lost_to_follow_up() -> None:
 def test_actim_stable_time_extended_by_a_therapy_event() -> None:
     s = _actim_stable([result("a", 700, is_percent=0.05)], [event("x", "add_on_started", 731)])
     assert s["met"] is True
+
+
+def test_a_sample_before_the_tki_start_documents_no_therapy() -> None:
+    """s.8: a diagnostic sample before the TKI start never makes a duration negative, and the next
+    sample is due 3 months after the start, not after the diagnostic sample."""
+    s = patient_status(registration(), [result("dx", -20, is_percent=40.0)], [])
+    assert s["documented_on"] == day(0)
+    assert "-" not in s["tfr_eligibility"]["minimal"]["criteria"]["tki_duration"]["detail"].split("days")[0]
+    assert s["next_sample_due"] == day(91)
