@@ -1,5 +1,5 @@
-"""AOF fsync policy and write throughput: ``appendfsync everysec`` (the default in docker-compose.yml)
-against ``always``, same run, alternating rounds, through the same atomic write the API uses.
+"""AOF fsync policy and write throughput: ``appendfsync everysec`` against ``always``
+(the setting in docker-compose.yml), same run, alternating rounds, through the same atomic write the API uses.
 
     python bench/durability.py [--writes 2000] [--rounds 3]
 """

@@ -39,6 +39,10 @@ def task_queues() -> list[Queue]:
     return [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES]
 
 
+# The API must answer 503 quickly when Redis is gone, not retry a publish for minutes.
+PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+
+
 def make_celery(settings: Settings, main: str = "cml") -> Celery:
     app = Celery(main, broker=settings.broker_url, backend=settings.result_backend)
     app.conf.update(
@@ -56,9 +60,8 @@ def make_celery(settings: Settings, main: str = "cml") -> Celery:
         },
         broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
         broker_connection_retry_on_startup=True,
-        # The API must answer 503 quickly when Redis is gone, not retry a publish for minutes.
         broker_connection_timeout=2,
-        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
+        task_publish_retry_policy=PUBLISH_RETRY_POLICY,
         worker_send_task_events=True,
         task_send_sent_event=True,
     )
@@ -71,4 +74,10 @@ def send(
     """Enqueue a task for one patient or cohort, stamped with its enqueue time (ops read the age of
     the oldest waiting message from it)."""
     headers = {"enqueued_ms": int(time.time() * 1000)}
-    app.send_task(task, args=[item_id], task_id=task_id, countdown=countdown, headers=headers)
+    # The policy is passed, not only configured: Celery 5.6 publishes the task-sent event with the
+    # policy given here, and with none it retries that publish forever while Redis is down (a request
+    # that never answers; tests/test_faults.py caught it).
+    app.send_task(
+        task, args=[item_id], task_id=task_id, countdown=countdown, headers=headers,
+        retry=True, retry_policy=PUBLISH_RETRY_POLICY,
+    )  # fmt: skip
