@@ -27,15 +27,16 @@ def http(method: str, url: str, body: object | None = None) -> tuple[int, dict]:
         return err.code, json.loads(err.read())
 
 
+def readme_requests() -> list[tuple[str, object]]:
+    """The (path, JSON body) of every curl example in the README that sends a body, in order."""
+    text = (ROOT / "README.md").read_text()
+    pattern = r"localhost:8000(\S+) -H \"\$AUTH\" -H 'Content-Type: application/json' \\\n\s+-d '(.*?)'"
+    return [(path, json.loads(body)) for path, body in re.findall(pattern, text, re.S)]
+
+
 def readme_bodies() -> dict[str, dict]:
     """The JSON bodies of the README's curl examples, keyed by the path they are sent to."""
-    text = (ROOT / "README.md").read_text()
-    bodies = {}
-    for path, body in re.findall(
-        r"localhost:8000(\S+) -H \"\$AUTH\" -H 'Content-Type: application/json' \\\n\s+-d '(.*?)'", text, re.S
-    ):
-        bodies[path] = json.loads(body)
-    return bodies
+    return dict(readme_requests())
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +90,12 @@ def test_readme_example_changes_status(gunicorn):
     assert doc["results_count"] == 1
     code, task = http("GET", api_base + accepted["tasks"][0]["href"])
     assert code == 200 and task["state"] == "done"
+    # Every event example in the README is accepted as written (coded reasons, known TKI names).
+    events = [(p, body) for p, body in readme_requests() if p.endswith("/events")]
+    assert len(events) >= 2
+    for path, body in events:
+        code, answer = http("POST", api_base + path, body)
+        assert code == 202, answer
     code, ready = http("GET", api_base + "/readyz")
     assert code == 200 and ready["status"] == "ready"
     # gunicorn's own log (its access log is off) names neither the patient nor the result.
