@@ -169,3 +169,19 @@ def test_405_says_allow_over_http(api):
     status, headers, body = exchange(api, req.encode())
     problem(status, headers, body, 405)
     assert set(headers["allow"].replace(" ", "").split(",")) >= {"GET"}
+
+
+def test_the_spec_documents_what_the_server_refuses():
+    spec = yaml.safe_load((ROOT / "openapi.yaml").read_text())
+    responses = spec["components"]["responses"]
+    refused = responses["RefusedByServer"]["description"]
+    for status, slug in (
+        ("400", "bad-request"),
+        ("414", "uri-too-long"),
+        ("431", "request-header-fields-too-large"),
+    ):
+        assert status in refused and f"/problems/{slug}" in refused
+        assert f"`{status}`" in spec["info"]["description"]
+    assert responses["MethodNotAllowed"]["headers"]["Allow"]["required"] is True
+    assert "/problems/duplicate-key" in responses["MalformedJson"]["description"]
+    assert "chunked" in responses["TooLarge"]["description"]
