@@ -34,6 +34,16 @@ _ID = validate.Regexp(
     ID_PATTERN.removesuffix("$") + r"\Z",
     error="must be 1-64 characters: letters, digits and . _ : - (not first)",
 )
+# Words of the API's own routes under /v1/cohorts/: as a cohort id, `PUT /v1/cohorts/compare` would
+# define a cohort that `GET /v1/cohorts/compare` can never reach.
+RESERVED_COHORT_IDS = frozenset({"compare"})
+
+
+def not_reserved_cohort_id(value: str) -> None:
+    if value.lower() in RESERVED_COHORT_IDS:
+        raise ValidationError(f"{value!r} is reserved (a route of the API); choose another cohort id")
+
+
 _NAME = validate.Regexp(r"^(?=.*\S).{1,40}\Z", error="must be 1-40 characters, not blank")
 # Quantitative PCR began on the International Scale in the 2000s; earlier dates are typing errors.
 EARLIEST_DATE = date(1990, 1, 1)
@@ -61,7 +71,8 @@ class Number(fields.Float):
             raise ValidationError("must be a number")
         if not math.isfinite(value):
             raise ValidationError("must be a finite number")
-        return float(value)
+        # Canonical: -0.0 is 0.0 (a re-sent 0 is then the same content, not a conflict), ints are floats.
+        return float(value) + 0.0
 
 
 class ClinicalDate(fields.Field):
@@ -101,8 +112,32 @@ class _Strict(Schema):
         unknown = RAISE
 
 
+# Free text is shown to clinicians and exported: no control characters (NUL, ESC, DEL, C1 ...). Longer
+# notes may hold line breaks and tabs.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _no_control(pattern: re.Pattern[str], allowed: str) -> validate.Validator:
+    def check(value: str) -> None:
+        found = pattern.search(value)
+        if found:
+            where = f"U+{ord(found.group()):04X} at {found.start()}"
+            raise ValidationError(f"must not contain control characters ({where}){allowed}")
+
+    return check
+
+
 def _text(max_len: int = 100) -> fields.String:
-    return fields.String(load_default=None, allow_none=True, validate=validate.Length(1, max_len))
+    multiline = max_len >= 500
+    pattern, allowed = (
+        (_CONTROL_BUT_LINES, "; line breaks and tabs are allowed") if multiline else (_CONTROL, "")
+    )
+    return fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=[validate.Length(1, max_len), _no_control(pattern, allowed)],
+    )
 
 
 # Plausible ranges, wide enough for any real assay, narrow enough that every accepted result can be
@@ -112,8 +147,13 @@ def _text(max_len: int = 100) -> fields.String:
 MAX_COPIES = 1e9
 MIN_CONTROL_COPIES = 1
 MAX_IS_PERCENT = 1e4
+# Below these a detected value is no assay's (a thousandth of a copy; IS% a thousand times below MR5):
+# 0 is undetectable, and a subnormal such as 1e-320 is a unit or parsing error, not a measurement.
+MIN_DETECTED_COPIES = 1e-3
+MIN_DETECTED_IS_PERCENT = 1e-6
 CONVERSION_FACTOR_RANGE = (1e-3, 1e3)
 MAX_DOSE_MG = 10_000
+RANGE_MAX = {"bcr_abl1_copies": MAX_COPIES, "is_percent": MAX_IS_PERCENT}
 
 
 class AssayResultSchema(_Strict):
@@ -149,6 +189,21 @@ class AssayResultSchema(_Strict):
         if len(given) != 1:
             msg = "exactly one of bcr_abl1_copies and is_percent is required"
             errors["bcr_abl1_copies" if not given else given[1]] = [msg]
+        for name, least, unit in (
+            ("bcr_abl1_copies", MIN_DETECTED_COPIES, "copies"),
+            ("is_percent", MIN_DETECTED_IS_PERCENT, "% IS"),
+        ):
+            value = data.get(name)
+            if value is not None and 0 < value < least and name not in errors:
+                errors[name] = [f"must be 0 (undetectable) or from {least:g} to {RANGE_MAX[name]:g} {unit}"]
+        bcr, cf = data.get("bcr_abl1_copies"), data.get("conversion_factor", 1.0)
+        if bcr and copies and copies >= MIN_CONTROL_COPIES and "bcr_abl1_copies" not in errors:
+            computed = bcr / copies * 100 * cf
+            if computed > MAX_IS_PERCENT:
+                errors["bcr_abl1_copies"] = [
+                    f"gives IS% {computed:.4g} (bcr_abl1_copies / control_copies x 100 x conversion_factor), "
+                    f"above {MAX_IS_PERCENT:g}: the IS% of a result must be from 0 to {MAX_IS_PERCENT:g}"
+                ]
         if errors:
             raise ValidationError(errors)
 
@@ -188,7 +243,11 @@ def _check_product(data: dict) -> None:
 
 
 class PatientSchema(_Strict):
-    cohorts = fields.List(fields.String(validate=_ID), load_default=list, validate=validate.Length(max=50))
+    cohorts = fields.List(
+        fields.String(validate=[_ID, not_reserved_cohort_id]),
+        load_default=list,
+        validate=validate.Length(max=50),
+    )
     enrolled_on = ClinicalDate(load_default=None, allow_none=True)
     tki = _tki_field()
     tki_product = fields.String(load_default=None, allow_none=True, validate=[_NAME, _known_tki])

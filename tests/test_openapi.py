@@ -298,6 +298,10 @@ def test_request_schemas_refuse_what_the_api_refuses(openapi, pid):
         result(pid, result_id="-starts-with-dash"),
         [],
         [result(pid)] * 1001,
+        result(pid, bcr_abl1_copies=1e-320),  # no assay's value (0 or from 0.001)
+        result(pid, bcr_abl1_copies=None, is_percent=1e-320),
+        result(pid, lab="Lab\x00One"),  # free text: no control characters
+        result(pid, transcript="e14a2\n"),
     ]
     for body in bad_results:
         request = EnvironBuilder(path=RESULTS, method="POST", json=body, headers=AUTH).get_request()
@@ -330,6 +334,7 @@ def test_cohort_definition_schema_refuses_what_the_api_refuses(openapi):
         {"description": ""},
         {"description": "x" * 501},
         {"members": ["P-1"]},
+        {"description": "x\x1b[31m"},
         [],
     ]
     for body in bad_definitions:
@@ -338,7 +343,16 @@ def test_cohort_definition_schema_refuses_what_the_api_refuses(openapi):
         ).get_request()
         with pytest.raises(OpenAPIError):
             openapi.validate_request(WerkzeugOpenAPIRequest(request))
-    for body in ({}, {"competing_events": [], "data_cutoff": None, "description": None}):
+    for cohort_id in ("compare", "Compare"):  # a word of the routes
+        request = EnvironBuilder(path=f"/v1/cohorts/{cohort_id}", method="PUT", json={}, headers=AUTH)
+        with pytest.raises(OpenAPIError):
+            openapi.validate_request(WerkzeugOpenAPIRequest(request.get_request()))
+    patient = EnvironBuilder(
+        path="/v1/patients/P-1", method="PUT", json={"cohorts": ["compare"]}, headers=AUTH
+    )
+    with pytest.raises(OpenAPIError):
+        openapi.validate_request(WerkzeugOpenAPIRequest(patient.get_request()))
+    for body in ({}, {"competing_events": [], "data_cutoff": None, "description": "two\nlines"}):
         request = EnvironBuilder(
             path="/v1/cohorts/ACTIM", method="PUT", json=body, headers=AUTH
         ).get_request()

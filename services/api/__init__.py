@@ -15,6 +15,7 @@ from services.api.context import ApiContext
 from services.api.errors import register_error_handlers
 from services.api.observability import init_observability
 from services.api.ratelimit import init_rate_limits
+from services.api.server_errors import install as install_server_errors
 from shared.config import Settings, load_settings
 from shared.queue import make_celery
 from shared.store import connect
@@ -33,6 +34,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         celery=make_celery(settings, "cml-api"),
     )
     register_error_handlers(app)
+    install_server_errors()  # gunicorn's own 400/414/431 answers as problem+json too
     init_observability(app)
     keys = load_keys(settings.api_keys, settings.api_keys_file)
     if not keys:

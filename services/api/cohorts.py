@@ -10,7 +10,7 @@ from services.api.errors import Problem, checked_id, invalid_parameter
 from shared import cohort_store, cohorts, keys
 from shared.plots import FORMATS, render_curve
 from shared.queue import REFRESH_COHORT
-from shared.schemas import CohortSchema
+from shared.schemas import CohortSchema, ValidationError, not_reserved_cohort_id
 
 bp = Blueprint("cohorts", __name__)
 
@@ -66,6 +66,10 @@ def _pending(cohort_id: str) -> Response:
 @bp.put("/v1/cohorts/<cohort_id>")
 def put_cohort(cohort_id: str) -> Response:
     checked_id("cohort_id", cohort_id)
+    try:
+        not_reserved_cohort_id(cohort_id)
+    except ValidationError as err:
+        raise invalid_parameter("cohort_id", str(err.messages[0])) from err
     doc = CohortSchema().load(json_body())
     state, fresh = cohort_store.define_cohort(ctx().redis, cohort_id, doc, audit_entry(cohort_id=cohort_id))
     if fresh:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from dataclasses import dataclass
@@ -21,6 +22,13 @@ from shared.queue import RECOMPUTE_PATIENT, REFRESH_COHORT, send
 
 log = logging.getLogger(__name__)
 
+try:  # the chunk-framing errors gunicorn raises while the body is read
+    from gunicorn.http.errors import ParseException as _ChunkError
+except ImportError:  # pragma: no cover - another WSGI server
+
+    class _ChunkError(Exception):  # type: ignore[no-redef]
+        pass
+
 
 @dataclass
 class ApiContext:
@@ -34,11 +42,119 @@ def ctx() -> ApiContext:
 
 
 _PARSED = "cml.json_body"
+# Deeper than any document the API takes (a batch of results is two levels); orjson's serialiser,
+# which the canonical hash uses, refuses more than 254 levels, and a deeper body must be a 4xx.
+MAX_DEPTH = 32
+_READ_CHUNK = 64 * 1024
+
+
+def _too_large(limit: int) -> Problem:
+    return Problem(
+        413, "request-entity-too-large", "Request Entity Too Large",
+        f"The body is larger than {limit} bytes (MAX_BODY_BYTES).",
+    )  # fmt: skip
+
+
+def _malformed(detail: str) -> Problem:
+    return Problem(400, "malformed-json", "Malformed JSON", detail)
+
+
+def _read_body() -> bytes:
+    """The body, bounded by MAX_BODY_BYTES however it is framed. With Content-Length, werkzeug refuses
+    a longer one up front (413). A chunked body has no length: gunicorn passes it through as a stream
+    (``wsgi.input_terminated``), and werkzeug's limit would stop reading at the limit and hand back
+    the first MAX_BODY_BYTES as if they were the whole body. So it is read here, one byte past the
+    limit: more than the limit is a 413, never a truncated parse; bad chunk framing is a 400."""
+    limit = ctx().settings.max_body_bytes
+    if request.content_length is not None or "wsgi.input_terminated" not in request.environ:
+        return request.get_data(cache=True)
+    stream = request.environ["wsgi.input"]
+    parts, size = [], 0
+    try:
+        while size <= limit:
+            chunk = stream.read(min(_READ_CHUNK, limit + 1 - size))
+            if not chunk:
+                break
+            parts.append(chunk)
+            size += len(chunk)
+    except (OSError, ValueError, _ChunkError) as exc:
+        # gunicorn: InvalidChunkSize, ChunkMissingTerminator, ... (ParseException); NoMoreData (OSError)
+        # when the client stops before the last chunk.
+        raise Problem(
+            400, "malformed-body", "Malformed body",
+            f"The chunked body could not be read ({type(exc).__name__}).",
+        ) from exc  # fmt: skip
+    if size > limit:
+        raise _too_large(limit)
+    return b"".join(parts)
+
+
+def _depth(value: Any) -> int:
+    """The nesting depth of a parsed body (iterative: orjson parses up to 1024 levels)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+    # Python's json and orjson keep the last of duplicate keys; an interface engine that keeps the
+    # first would read another result than the one stored (design-notes.md, "Under pressure").
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return doc
+
+
+def canonical_number(value: float | int) -> float:
+    """Every JSON number as the double it denotes, with -0 as 0: ``100000``, ``100000.0`` and ``1e5``
+    are one value and hash alike, and ``-0.0`` copies are stored as ``0.0``."""
+    return float(value) + 0.0
+
+
+def _parse(raw: bytes) -> Any:
+    """Strict JSON: orjson first (it refuses NaN, invalid UTF-8 and lone surrogates, and bounds depth),
+    then a bounded depth, then Python's parser for what orjson cannot tell: duplicate keys. Numbers
+    come out canonical (canonical_number)."""
+    try:
+        depth = _depth(orjson.loads(raw))
+    except orjson.JSONDecodeError as exc:
+        raise _malformed(f"The body is not valid JSON: {exc}") from exc
+    if depth > MAX_DEPTH:
+        raise _malformed(f"The body is nested {depth} levels deep; at most {MAX_DEPTH} are accepted.")
+    try:
+        return json.loads(
+            raw,
+            object_pairs_hook=_refuse_duplicates,
+            parse_int=lambda text: canonical_number(int(text)),
+            parse_float=lambda text: canonical_number(float(text)),
+        )
+    except _DuplicateKey as exc:
+        key = exc.args[0]
+        raise Problem(
+            400, "duplicate-key", "Duplicate key",
+            f"The key {key!r} appears twice in one object; send each key once.",
+            errors=[{"pointer": "", "field": key, "detail": "appears twice in one object"}],
+        ) from exc  # fmt: skip
+    except (ValueError, OverflowError, RecursionError) as exc:  # orjson said it was valid: be safe
+        raise _malformed(f"The body is not valid JSON: {type(exc).__name__}") from exc
 
 
 def json_body() -> Any:
     """The request body parsed as JSON (once per request: the Idempotency-Key hash and the route both
-    read it), or a 415/400 problem saying what is wrong with it."""
+    read it), or a 415/413/400 problem saying what is wrong with it: larger than MAX_BODY_BYTES however
+    it is sent, malformed, nested deeper than MAX_DEPTH, or repeating a key in one object."""
     cached = request.environ.get(_PARSED)
     if cached is not None:
         return cached[0]
@@ -46,10 +162,7 @@ def json_body() -> Any:
         raise Problem(
             415, "unsupported-media-type", "Unsupported media type", "Send the body as application/json."
         )
-    try:
-        body = orjson.loads(request.get_data(cache=True))
-    except orjson.JSONDecodeError as exc:
-        raise Problem(400, "malformed-json", "Malformed JSON", f"The body is not valid JSON: {exc}") from exc
+    body = _parse(_read_body())
     request.environ[_PARSED] = (body,)  # on the request itself: flask.g may outlive one request
     return body
 

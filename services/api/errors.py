@@ -135,7 +135,9 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
         slug = (exc.name or "error").lower().replace(" ", "-")
-        return problem_response(exc.code or 500, slug, exc.name, exc.description or exc.name)
+        # Keep the exception's own headers but its HTML content type: a 405 must say Allow (RFC 9110).
+        headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+        return problem_response(exc.code or 500, slug, exc.name, exc.description or exc.name, headers or None)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
