@@ -55,13 +55,18 @@ def listening(proc: subprocess.Popen, port: int) -> bool:
 
 
 @contextlib.contextmanager
-def nginx(upstream_port: int, rundir: Path) -> Iterator[int]:
+def nginx(upstream_port: int, rundir: Path, replace: dict[str, str] | None = None) -> Iterator[int]:
+    """nginx with the repository's config (``replace``: directives to change, text for text)."""
     if not Path(NGINX).exists():
         pytest.fail("nginx is not installed: ./scripts/test installs it (scripts/lib.sh, ensure_nginx)")
     port = free_port()
     rundir.mkdir(parents=True, exist_ok=True)
     conf = rundir / "nginx.conf"
-    conf.write_text(templated(CONF.read_text(), port, upstream_port, rundir))
+    text = CONF.read_text()
+    for directive, value in (replace or {}).items():
+        assert text.count(directive) == 1, directive
+        text = text.replace(directive, value)
+    conf.write_text(templated(text, port, upstream_port, rundir))
     log = rundir / "nginx.log"
     cmd = [NGINX, "-p", str(rundir), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"]
     with open(log, "ab") as out:
@@ -138,6 +143,24 @@ def test_slow_clients_do_not_block_healthz_through_nginx(proxied):
             took = healthz_seconds(proxied, 5.0)
             assert took is not None and took < HEALTHZ_BOUND_S, took
             time.sleep(0.2)
+
+
+def test_a_client_silent_mid_body_is_cut_off_by_nginx(redis_url, tmp_path):
+    """client_body_timeout (10 s in the file, 1 s here): nginx closes the connection (it logs a 408
+    and sends nothing), and gunicorn never saw the request."""
+    with (
+        gunicorn(NEW_SETTINGS, redis_url, tmp_path / "api.log") as upstream,
+        nginx(upstream, tmp_path, {"client_body_timeout 10s;": "client_body_timeout 1s;"}) as port,
+        slow_clients(port, 1) as socks,
+    ):
+        socks[0].settimeout(10)
+        start, answer = time.monotonic(), b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := socks[0].recv(65536):
+                answer += chunk
+        assert time.monotonic() - start < 5
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 408 ")
+    assert "POST /v1/assay-results" not in (tmp_path / "api.log").read_text()
 
 
 def test_a_normal_post_passes_through(proxied):
