@@ -83,7 +83,7 @@ def test_only_nginx_is_published_and_it_proxies_to_the_api():
     assert nginx["depends_on"]["api"]["condition"] == "service_healthy"
     conf = (ROOT / "deploy" / "nginx" / "nginx.conf").read_text()
     assert "listen 8080;" in conf
-    assert "server api:8000;" in conf and "-b 0.0.0.0:8000" in " ".join(services["api"]["command"])
+    assert "server api:8000 resolve;" in conf and "-b 0.0.0.0:8000" in " ".join(services["api"]["command"])
 
 
 def test_nginx_buffers_and_bounds_requests_as_the_api_does():

@@ -31,9 +31,9 @@ MANY = 24
 def templated(conf: str, port: int, upstream_port: int, rundir: Path) -> str:
     """The repository's config, listening on 127.0.0.1:port and proxying to 127.0.0.1:upstream_port,
     with its runtime files under rundir."""
-    assert conf.count("listen 8080;") == 1 and conf.count("server api:8000;") == 1
+    assert conf.count("listen 8080;") == 1 and conf.count("server api:8000 resolve;") == 1
     conf = conf.replace("listen 8080;", f"listen 127.0.0.1:{port};")
-    conf = conf.replace("server api:8000;", f"server 127.0.0.1:{upstream_port};")
+    conf = conf.replace("server api:8000 resolve;", f"server 127.0.0.1:{upstream_port};")
     paths = "".join(
         f"    {kind}_temp_path {rundir / kind};\n"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
