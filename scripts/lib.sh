@@ -1,4 +1,5 @@
-# Shared by scripts/run and scripts/test: find Python 3.11+, make .venv, make sure redis-server exists.
+# Shared by scripts/run and scripts/test: find Python 3.11+, make .venv, make sure redis-server (and, for
+# the tests, nginx) exists.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$ROOT/.venv"
@@ -32,4 +33,14 @@ ensure_redis_server() {
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq && $sudo apt-get install -y -qq redis-server >/dev/null
+}
+
+# ensure_nginx: tests/test_nginx.py runs deploy/nginx/nginx.conf in front of a gunicorn it starts.
+# Only the binary is needed (the tests start nginx on a free loopback port with their own runtime paths).
+ensure_nginx() {
+  if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then return 0; fi
+  echo "nginx not found: installing it from the distribution's packages" >&2
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq nginx >/dev/null
 }

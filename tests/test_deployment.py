@@ -27,7 +27,7 @@ def test_redis_keeps_an_aof_on_a_volume():
 
 def test_every_service_has_a_health_check_and_restarts():
     services = compose()["services"]
-    for name in ("redis", "api", "worker"):
+    for name in ("redis", "api", "worker", "nginx"):
         assert services[name]["healthcheck"]["test"], name
         assert services[name]["restart"] == "unless-stopped", name
 
@@ -36,6 +36,8 @@ def test_api_worker_and_flower_commands():
     services = compose()["services"]
     api = " ".join(services["api"]["command"])
     assert "gunicorn" in api and "services.api:create_app()" in api
+    # The settings scripts/run and the tests use (threaded workers, timeouts, limits), from one place.
+    assert "-c services/api/gunicorn_conf.py" in api and " -w " not in api
     assert "--access-logfile" not in api  # paths carry patient ids
     assert services["api"]["environment"]["API_KEYS_FILE"]
     assert services["api"]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
@@ -61,3 +63,39 @@ def test_scripts_start_workers_on_every_queue():
     assert "-Q" not in celery and "--queues" not in celery
     assert "pytest" in (ROOT / "scripts" / "test").read_text()
     assert "scripts/test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_run_script_takes_the_same_gunicorn_settings():
+    run = (ROOT / "scripts" / "run").read_text()
+    (line,) = re.findall(r"^.*bin/gunicorn\".*$", run, flags=re.M)
+    assert "-c services/api/gunicorn_conf.py" in line and " -w " not in line
+
+
+def test_only_nginx_is_published_and_it_proxies_to_the_api():
+    """Slow clients (README, "Operations"): the host reaches nginx, never gunicorn directly."""
+    services = compose()["services"]
+    published = {name for name, svc in services.items() if svc.get("ports")}
+    assert published == {"nginx", "flower"}
+    nginx = services["nginx"]
+    assert nginx["image"].startswith("nginx:")
+    assert nginx["ports"] == ["8000:8080"]  # the README's localhost:8000
+    assert "./deploy/nginx/nginx.conf:/etc/nginx/nginx.conf:ro" in nginx["volumes"]
+    assert nginx["depends_on"]["api"]["condition"] == "service_healthy"
+    conf = (ROOT / "deploy" / "nginx" / "nginx.conf").read_text()
+    assert "listen 8080;" in conf
+    assert "server api:8000 resolve;" in conf and "-b 0.0.0.0:8000" in " ".join(services["api"]["command"])
+
+
+def test_nginx_buffers_and_bounds_requests_as_the_api_does():
+    conf = (ROOT / "deploy" / "nginx" / "nginx.conf").read_text()
+    directives = dict(re.findall(r"^\s*(\w+) ([^;{]+);", conf, flags=re.M))
+    size = directives["client_max_body_size"]
+    assert size.endswith("m") and int(size[:-1]) * 1024 * 1024 == load_settings().max_body_bytes
+    assert directives["proxy_request_buffering"] == "on" and directives["proxy_buffering"] == "on"
+    for name in ("client_header_timeout", "client_body_timeout", "send_timeout", "proxy_read_timeout"):
+        assert directives[name].endswith("s"), name
+    assert "$request_uri" not in conf and "$uri" not in conf and "$request " not in conf  # no ids logged
+    for code in (400, 408, 413, 414, 502, 503, 504):
+        assert f"error_page {code} /_problem/{code};" in conf
+        assert f"location = /_problem/{code} {{" in conf
+    assert "error_page 494 =431 /_problem/431;" in conf

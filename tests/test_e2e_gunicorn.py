@@ -48,8 +48,8 @@ def gunicorn(redis_url, worker, tmp_path_factory):
         sys.executable,
         "-m",
         "gunicorn",
-        "-w",
-        "2",
+        "-c",
+        str(ROOT / "services" / "api" / "gunicorn_conf.py"),  # as scripts/run and docker-compose
         "-b",
         f"127.0.0.1:{port}",
         "services.api:create_app()",
