@@ -60,8 +60,10 @@ def due_for_requeue(r: redis.Redis, kind: str, older_than_s: float, limit: int =
 _DEAD_LETTER = """
 -- KEYS[1] dirty, [2] dead letters; ARGV[1] id, [2] failure json
 -- Out of the dirty set, so the sweeper stops retrying a task that fails every time; ops retry it.
-redis.call('ZREM', KEYS[1], ARGV[1])
+-- HSET first: under maxmemory it is refused before anything changed (ZREM, allowed, would drop the
+-- item from the dirty set with no dead letter to show for it).
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZREM', KEYS[1], ARGV[1])
 """
 
 

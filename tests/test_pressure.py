@@ -1,0 +1,95 @@
+"""Redis under pressure, on processes the tests start: at ``maxmemory`` with ``noeviction`` (every
+write refused with OOM), and stalled (SIGSTOP: alive but not answering). Bounded: each test waits
+seconds, not minutes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import orjson
+import pytest
+
+from services.api import create_app
+from shared import keys, store
+from shared.config import load_settings
+from tests.procs import RedisServer, Worker, wait_for
+from tests.support import result
+
+pytestmark = pytest.mark.slow
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture
+def own_redis(tmp_path, monkeypatch):
+    server = RedisServer(tmp_path / "redis", appendfsync="always")
+    server.start()
+    monkeypatch.setenv("REDIS_URL", server.url)
+    yield server
+    if server.proc and server.proc.poll() is None:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    server.stop()
+
+
+def register_all(client, patients: list[str]) -> None:
+    for pid in patients:
+        resp = client.put(f"/v1/patients/{pid}", json={"cohorts": ["M"], "enrolled_on": "2023-01-01"})
+        assert resp.status_code == 201, resp.get_data()
+
+
+def assert_store_unavailable(resp) -> dict:
+    assert resp.status_code == 503, resp.get_data()
+    assert resp.mimetype == PROBLEM and resp.headers.get("Retry-After")
+    doc = resp.get_json()
+    assert doc["type"] == "/problems/store-unavailable"
+    # Honest: the outcome is unknown and a retry is safe; never "nothing was stored".
+    assert "nothing was stored" not in doc["detail"] and "unknown" in doc["detail"]
+    return doc
+
+
+def test_out_of_memory_is_503_and_the_worker_rides_it_out(own_redis, tmp_path):
+    client = create_app(load_settings()).test_client()
+    r = store.connect(own_redis.url)
+    patients = [f"OM-{i}" for i in range(4)]
+    register_all(client, patients)
+    worker = Worker(own_redis.url, "oom", tmp_path, concurrency=2)
+    worker.start()
+    # The worker paused while work is published, then Redis full: it meets OOM recording the delivery
+    # (its BRPOP already took the message), in the task's writes and on the acknowledgement.
+    os.killpg(worker.proc.pid, signal.SIGSTOP)
+    try:
+        resp = client.post("/v1/assay-results", json=[result(pid, f"OM-R-{pid}") for pid in patients])
+        assert resp.status_code == 202
+        r.config_set("maxmemory-policy", "noeviction")
+        r.config_set("maxmemory", 1)  # below what is used: every write command is refused
+    finally:
+        os.killpg(worker.proc.pid, signal.SIGCONT)
+    try:
+        doc = assert_store_unavailable(client.post("/v1/assay-results", json=result("OM-0", "OM-late")))
+        assert doc["reason"] == "out of memory"
+        assert_store_unavailable(client.put("/v1/patients/OM-new", json={"enrolled_on": "2023-01-01"}))
+        wait_for(lambda: "OutOfMemoryError" in worker.log.read_text(), 20, what="the worker to meet OOM")
+        time.sleep(4)
+        assert worker.proc.poll() is None, worker.log.read_text()[-4000:]
+    finally:
+        r.config_set("maxmemory", 0)
+    try:
+        worker.wait_ready(30)
+
+        def converged() -> bool:
+            if r.zcard(keys.DIRTY_PATIENTS):
+                return False
+            return all(
+                (raw := r.get(keys.status(pid))) is not None and orjson.loads(raw)["results_count"] == 1
+                for pid in patients
+            )
+
+        wait_for(converged, 30, interval=0.2, what="statuses to catch up after the episode")
+        # Out of memory is transient: nothing was parked as a dead letter.
+        assert r.hlen(keys.DEAD["patient"]) == 0
+        assert "Unrecoverable error" not in worker.log.read_text()
+        assert client.post("/v1/assay-results", json=result("OM-0", "OM-late")).status_code == 202
+    finally:
+        worker.stop()
