@@ -22,16 +22,36 @@ from redis.retry import Retry
 from shared import keys, worklist
 from shared.pending import PENDING_FALSE, PENDING_TRUE
 
+# The request path's bounds (design-notes.md, "Under pressure"): a stalled Redis (SIGSTOP, a long fork, a
+# saturated host) costs a request at most one connect or one read timeout, never a retry of either, so
+# it answers 503 within 2 s whatever Redis does. A batch write's script takes milliseconds.
+REQUEST_CONNECT_TIMEOUT_S = 0.5
+REQUEST_SOCKET_TIMEOUT_S = 1.0
 
-def connect(url: str) -> redis.Redis:
-    """A client whose calls fail within a few seconds when Redis is down (so the API can say 503),
-    instead of redis-py's default retries with a 10 s cap."""
+
+def connect(
+    url: str,
+    *,
+    socket_timeout: float = 5.0,
+    connect_timeout: float = 1.0,
+    retries: int = 2,
+) -> redis.Redis:
+    """A client whose calls fail within bounded time when Redis is down or stalled (so the API can say
+    503), instead of redis-py's default of no socket timeout and retries with a 10 s cap. The worker
+    keeps the defaults (a few quick retries); the API passes the request bounds with no retry."""
     return redis.Redis.from_url(
         url,
-        socket_connect_timeout=1.0,
-        socket_timeout=5.0,
+        socket_connect_timeout=connect_timeout,
+        socket_timeout=socket_timeout,
         health_check_interval=15,
-        retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 2),
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), retries),
+    )
+
+
+def connect_for_requests(url: str) -> redis.Redis:
+    """The API's client: one connect or read timeout at most per call, no retry."""
+    return connect(
+        url, socket_timeout=REQUEST_SOCKET_TIMEOUT_S, connect_timeout=REQUEST_CONNECT_TIMEOUT_S, retries=0
     )
 
 

@@ -93,3 +93,37 @@ def test_out_of_memory_is_503_and_the_worker_rides_it_out(own_redis, tmp_path):
         assert client.post("/v1/assay-results", json=result("OM-0", "OM-late")).status_code == 202
     finally:
         worker.stop()
+
+
+def timed(call) -> tuple[float, object]:
+    start = time.monotonic()
+    resp = call()
+    return time.monotonic() - start, resp
+
+
+def test_a_stalled_redis_is_503_within_2_s_and_healthz_never_waits(own_redis, tmp_path):
+    client = create_app(load_settings()).test_client()
+    register_all(client, ["ST-0"])
+    assert client.post("/v1/assay-results", json=result("ST-0", "ST-R0")).status_code == 202
+    os.kill(own_redis.proc.pid, signal.SIGSTOP)
+    try:
+        elapsed, resp = timed(lambda: client.get("/healthz"))
+        assert resp.status_code == 200 and elapsed < 0.5
+        calls = {
+            "write": lambda: client.post("/v1/assay-results", json=result("ST-0", "ST-R1")),
+            "register": lambda: client.put("/v1/patients/ST-1", json={"enrolled_on": "2023-01-01"}),
+            "read": lambda: client.get("/v1/patients/ST-0/status"),
+        }
+        for name, call in calls.items():
+            elapsed, resp = timed(call)
+            assert elapsed < 2.0, (name, elapsed)
+            doc = assert_store_unavailable(resp)
+            assert doc["reason"] == "timeout", (name, doc)
+        elapsed, resp = timed(lambda: client.get("/readyz"))
+        assert resp.status_code == 503 and elapsed < 2.0
+    finally:
+        os.kill(own_redis.proc.pid, signal.SIGCONT)
+    # The stalled write may have landed as Redis resumed: the retry the 503 invited is safe either way.
+    resp = client.post("/v1/assay-results", json=result("ST-0", "ST-R1"))
+    assert resp.status_code == 202
+    assert resp.get_json()["accepted"][0]["outcome"] in ("created", "unchanged")

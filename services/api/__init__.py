@@ -17,7 +17,7 @@ from services.api.observability import init_observability
 from services.api.ratelimit import init_rate_limits
 from shared.config import Settings, load_settings
 from shared.queue import make_celery
-from shared.store import connect
+from shared.store import connect_for_requests
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["cml"] = ApiContext(
         settings=settings,
-        redis=connect(settings.redis_url),
-        celery=make_celery(settings, "cml-api"),
+        redis=connect_for_requests(settings.redis_url),
+        celery=make_celery(settings, "cml-api", request_path=True),
     )
     register_error_handlers(app)
     init_observability(app)
