@@ -558,32 +558,82 @@ def status_version(r: redis.Redis, patient_id: str) -> int:
 # --- idempotency keys ----------------------------------------------------------------------------
 
 _RESERVE = """
--- KEYS[1] idempotency key; ARGV[1] pending document, [2] ttl s. The stored document, or nil once reserved.
+-- KEYS[1] idempotency key; ARGV[1] pending document, [2] lease ms. The stored document, or nil once reserved.
 local held = redis.call('GET', KEYS[1])
 if held then return held end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
+"""
+
+# The reservation is its owner's lease: renewed while the owner handles the request, it lapses within
+# the lease once the owner is gone (a killed API worker), and only the owner may renew, release or
+# answer it (a token in the document).
+_RENEW = """
+-- KEYS[1] idempotency key; ARGV[1] owner token, [2] lease ms. 1 if renewed, 0 if no longer ours.
+local held = redis.call('GET', KEYS[1])
+if not held then return 0 end
+local doc = cjson.decode(held)
+if doc['owner'] ~= ARGV[1] or doc['status'] ~= cjson.null then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+_RELEASE = """
+-- KEYS[1] idempotency key; ARGV[1] owner token. Deletes the reservation if it is still ours.
+local held = redis.call('GET', KEYS[1])
+if not held then return 0 end
+local doc = cjson.decode(held)
+if doc['owner'] ~= ARGV[1] or doc['status'] ~= cjson.null then return 0 end
+return redis.call('DEL', KEYS[1])
+"""
+
+_REMEMBER = """
+-- KEYS[1] idempotency key; ARGV[1] owner token, [2] answer document, [3] ttl s. Stores the answer
+-- unless another owner holds the key now (ours lapsed meanwhile: its request answers for itself).
+local held = redis.call('GET', KEYS[1])
+if held then
+  local doc = cjson.decode(held)
+  if doc['owner'] ~= ARGV[1] then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
 """
 
 
 def reserve_idempotency_key(
-    r: redis.Redis, caller: str, idempotency_key: str, request_hash: str, ttl_s: int
+    r: redis.Redis, caller: str, idempotency_key: str, request_hash: str, lease_s: float, owner: str = ""
 ) -> dict | None:
-    """Reserve a key for a request being handled (atomically); if the key is already held, return what
-    it holds: a finished response, or a pending reservation (``status`` None)."""
-    pending = orjson.dumps({"request_hash": request_hash, "status": None})
-    held = r.eval(_RESERVE, 1, keys.idempotency(caller, idempotency_key), pending, ttl_s)
+    """Reserve a key for a request being handled (atomically) as ``owner``'s lease of ``lease_s``; if
+    the key is already held, return what it holds: a finished response, or a pending reservation
+    (``status`` None)."""
+    pending = orjson.dumps({"request_hash": request_hash, "status": None, "owner": owner})
+    held = r.eval(_RESERVE, 1, keys.idempotency(caller, idempotency_key), pending, int(lease_s * 1000))
     return orjson.loads(held) if held else None
 
 
-def release_idempotency_key(r: redis.Redis, caller: str, idempotency_key: str) -> None:
+def renew_idempotency_key(
+    r: redis.Redis, caller: str, idempotency_key: str, owner: str, lease_s: float
+) -> bool:
+    """Extend ``owner``'s reservation by ``lease_s``; False once it is not theirs any more."""
+    return bool(r.eval(_RENEW, 1, keys.idempotency(caller, idempotency_key), owner, int(lease_s * 1000)))
+
+
+def release_idempotency_key(r: redis.Redis, caller: str, idempotency_key: str, owner: str = "") -> None:
     """Give a key back when its request stored nothing (refused or failed): the caller may retry."""
-    r.delete(keys.idempotency(caller, idempotency_key))
+    r.eval(_RELEASE, 1, keys.idempotency(caller, idempotency_key), owner)
 
 
 def remember_response(
-    r: redis.Redis, caller: str, idempotency_key: str, request_hash: str, status: int, body: bytes, ttl_s: int
+    r: redis.Redis,
+    caller: str,
+    idempotency_key: str,
+    request_hash: str,
+    status: int,
+    body: bytes,
+    ttl_s: int,
+    owner: str = "",
 ) -> None:
-    """Keep the response to a reserved key, for its retries."""
+    """Keep the response to a reserved key, for its retries: the answer only (its status and body, no
+    request body: the hash stands for it), for ``ttl_s``."""
     doc = {"request_hash": request_hash, "status": status, "body": body.decode()}
-    r.set(keys.idempotency(caller, idempotency_key), orjson.dumps(doc), ex=ttl_s)
+    r.eval(_REMEMBER, 1, keys.idempotency(caller, idempotency_key), owner, orjson.dumps(doc), ttl_s)

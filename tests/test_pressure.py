@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import orjson
@@ -14,7 +16,8 @@ import pytest
 from services.api import create_app
 from shared import keys, store
 from shared.config import load_settings
-from tests.procs import RedisServer, Worker, wait_for
+from tests.conftest import FULL_KEY
+from tests.procs import ROOT, RedisServer, Worker, wait_for
 from tests.support import result
 
 pytestmark = pytest.mark.slow
@@ -127,3 +130,53 @@ def test_a_stalled_redis_is_503_within_2_s_and_healthz_never_waits(own_redis, tm
     resp = client.post("/v1/assay-results", json=result("ST-0", "ST-R1"))
     assert resp.status_code == 202
     assert resp.get_json()["accepted"][0]["outcome"] in ("created", "unchanged")
+
+
+# An API process that dies in the middle of a request holding an Idempotency-Key: the store call hangs
+# (as in a stall), and the test kills the process with SIGKILL there.
+_DIES_MID_REQUEST = """
+import sys, time
+from services.api import create_app
+from shared import store
+from tests.support import result
+
+def hang(*args, **kwargs):
+    print("in the view", flush=True)
+    time.sleep(120)
+
+store.store_results = hang
+client = create_app().test_client()
+client.post("/v1/assay-results", json=[result("IK-0", "IK-R0")],
+            headers={"Idempotency-Key": "crash-key", "Authorization": "Bearer " + sys.argv[1]})
+"""
+
+
+def test_a_dead_owner_frees_its_idempotency_key_within_seconds(own_redis):
+    client = create_app(load_settings()).test_client()
+    register_all(client, ["IK-0"])
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _DIES_MID_REQUEST, FULL_KEY], cwd=ROOT, env=env, stdout=subprocess.PIPE
+    )
+    try:
+        assert proc.stdout.readline().strip() == b"in the view"
+    finally:
+        proc.kill()
+        proc.wait(10)
+    killed_at = time.monotonic()
+    body, headers = [result("IK-0", "IK-R0")], {"Idempotency-Key": "crash-key"}
+    first = client.post("/v1/assay-results", json=body, headers=headers)
+    assert first.status_code == 409  # the reservation of the dead request, until its lease lapses
+    resp = wait_for(
+        lambda: (
+            (resp := client.post("/v1/assay-results", json=body, headers=headers)).status_code != 409 and resp
+        ),
+        8,
+        interval=0.25,
+        what="the dead owner's key to free",
+    )
+    freed_after = time.monotonic() - killed_at
+    assert resp.status_code == 202 and "Idempotent-Replayed" not in resp.headers, resp.get_data()
+    assert freed_after < 7, freed_after
+    again = client.post("/v1/assay-results", json=body, headers=headers)
+    assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
