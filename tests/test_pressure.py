@@ -180,3 +180,26 @@ def test_a_dead_owner_frees_its_idempotency_key_within_seconds(own_redis):
     assert freed_after < 7, freed_after
     again = client.post("/v1/assay-results", json=body, headers=headers)
     assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
+
+
+def test_memory_is_reported_and_readyz_warns_before_writes_fail(own_redis):
+    client = create_app(load_settings()).test_client()
+    r = store.connect(own_redis.url)
+    report = client.get("/v1/ops/queues").get_json()["redis_memory"]
+    assert report["used_bytes"] > 0 and report["max_bytes"] == 0 and report["near_limit"] is False
+    used = r.info("memory")["used_memory"]
+    r.config_set("maxmemory-policy", "noeviction")
+    r.config_set("maxmemory", int(used / 0.85))  # 85 % used: near the limit, not at it
+    try:
+        report = client.get("/v1/ops/queues").get_json()["redis_memory"]
+        assert report["max_bytes"] == int(used / 0.85) and report["policy"] == "noeviction"
+        assert report["near_limit"] is True and report["used_ratio"] >= 0.8
+        checks = client.get("/readyz").get_json()["checks"]  # 503 here: no worker runs in this test
+        assert checks["memory"]["ok"] is True and checks["memory"]["near_limit"] is True
+        assert "maxmemory" in checks["memory"]["warning"]
+        metrics = client.get("/metrics").get_data(as_text=True)
+        gauges = dict(line.split(" ") for line in metrics.splitlines() if line.startswith("cml_redis_"))
+        assert float(gauges["cml_redis_maxmemory_bytes"]) == int(used / 0.85)
+        assert float(gauges["cml_redis_used_memory_bytes"]) > 0
+    finally:
+        r.config_set("maxmemory", 0)
