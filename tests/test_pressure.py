@@ -203,3 +203,23 @@ def test_memory_is_reported_and_readyz_warns_before_writes_fail(own_redis):
         assert float(gauges["cml_redis_used_memory_bytes"]) > 0
     finally:
         r.config_set("maxmemory", 0)
+
+
+def test_an_idempotency_record_keeps_a_bounded_answer_for_a_set_time(own_redis):
+    """A client that makes a new key on every retry must not cost Redis the whole answer each time."""
+    client = create_app(load_settings()).test_client()
+    r = store.connect(own_redis.url)
+    patients = [f"IR-{i}" for i in range(200)]
+    register_all(client, patients)
+    batch = [result(patients[j % 200], f"IR-R{j}") for j in range(1000)]
+    sizes = []
+    for attempt in ("first", "retry-with-a-new-key"):
+        resp = client.post("/v1/assay-results", json=batch, headers={"Idempotency-Key": attempt})
+        assert resp.status_code == 202
+        record = keys.idempotency("tests", attempt)
+        sizes.append((len(resp.get_data()), r.memory_usage(record), r.ttl(record)))
+        replay = client.post("/v1/assay-results", json=batch, headers={"Idempotency-Key": attempt})
+        assert replay.headers["Idempotent-Replayed"] == "true" and replay.get_data() == resp.get_data()
+    for answer_bytes, stored_bytes, ttl in sizes:
+        assert stored_bytes < 24_000 and stored_bytes < answer_bytes / 3, sizes
+        assert 0 < ttl <= load_settings().idempotency_ttl_s

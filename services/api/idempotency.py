@@ -74,7 +74,7 @@ def _answer_to_retry(stored: dict, request_hash: str) -> Response:
             f"A request with this {HEADER} is still being handled; retry shortly.", "in use",
             headers={"Retry-After": "1"},
         )  # fmt: skip
-    response = Response(stored["body"], status=stored["status"], mimetype="application/json")
+    response = Response(store.remembered_body(stored), status=stored["status"], mimetype="application/json")
     response.headers["Idempotent-Replayed"] = "true"
     return response
 
@@ -128,7 +128,7 @@ def idempotent(view: Callable[..., Response]) -> Callable[..., Response]:
             else:
                 store.remember_response(
                     c.redis, who, key, request_hash, response.status_code, response.get_data(),
-                    c.settings.task_ttl_s, owner,
+                    c.settings.idempotency_ttl_s, owner,
                 )  # fmt: skip
         except redis.exceptions.RedisError as exc:
             # The write itself is stored: its 202 stands. A retry meets the reservation (409, retry) until
