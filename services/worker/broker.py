@@ -12,9 +12,11 @@ the acknowledgement raises ``OutOfMemoryError`` in the consumer's event loop and
 ("Unrecoverable error"). The same two commands sent without MULTI are allowed (neither is marked
 ``denyoom``) and free memory. If even those fail, the message stays unacknowledged: the broker gives
 it back after its visibility timeout, and the sweeper has redone the item long before (a duplicate
-recompute is a no-op). Either way the worker lives on. A worker starting during the episode meets
-it first in the restore of messages past their visibility timeout (a lock taken with SET): that round
-is skipped, and the next one does it.
+recompute is a no-op). Either way the worker lives on. The periodic restore of messages past their
+visibility timeout takes a lock with SET: a round refused is skipped, the next one does it.
+
+Not covered: a worker *started* while Redis is at maxmemory still exits as it declares its queues
+(kombu's queue_declare and binding writes are refused); a running worker rides the episode out.
 """
 
 from __future__ import annotations
@@ -67,9 +69,23 @@ def _ack(self: kombu_redis.QoS, delivery_tag: str) -> None:
     super(kombu_redis.QoS, self).ack(delivery_tag)
 
 
+_original_reject = kombu_redis.QoS.reject
+
+
+def _reject(self: kombu_redis.QoS, delivery_tag: str, requeue: bool = False) -> None:
+    # A task whose child process died is rejected (requeued: LPUSH in a MULTI, refused under OOM).
+    # The item is still dirty: the sweeper re-enqueues it; only the local bookkeeping must go.
+    try:
+        _original_reject(self, delivery_tag, requeue=requeue)
+    except redis.exceptions.ResponseError as exc:
+        log.warning("reject refused (%s): the sweeper re-enqueues the item", type(exc).__name__)
+        _ack(self, delivery_tag)
+
+
 def install() -> None:
     """Patch kombu's Redis QoS once per process (the worker only: the API never consumes)."""
     if kombu_redis.QoS.ack is not _ack:
         kombu_redis.QoS.ack = _ack
         kombu_redis.QoS.append = _append
         kombu_redis.QoS.restore_visible = _restore_visible
+        kombu_redis.QoS.reject = _reject
