@@ -53,6 +53,9 @@ class Settings:
     hot_read_rate_limit: str
     # How long a task tracking document (GET /v1/tasks/{id}) is kept.
     task_ttl_s: int
+    # How long the answer to an Idempotency-Key is kept for its retries (deflated: a few KB for a
+    # small batch, about 45 KB for 1,000 results each touching another patient).
+    idempotency_ttl_s: int
     # Broker visibility timeout: unacked messages of a dead worker come back after this.
     visibility_timeout_s: int
     # Audit entries older than this many days are trimmed by the sweeper; 0 keeps every entry (the
@@ -73,6 +76,7 @@ def load_settings() -> Settings:
         cohort_debounce_s=_float("COHORT_DEBOUNCE_S", 1.0),
         cohort_lock_ttl_s=_float("COHORT_LOCK_TTL_S", 60.0),
         task_ttl_s=_int("TASK_TTL_S", 86400),
+        idempotency_ttl_s=_int("IDEMPOTENCY_TTL_S", 86400),
         api_keys=os.environ.get("API_KEYS"),
         api_keys_file=os.environ.get("API_KEYS_FILE"),
         rate_limit=os.environ.get("RATE_LIMIT", "6000/minute"),

@@ -38,6 +38,7 @@ class TaskCollector:
             raw = {k.decode(): float(v) for k, v in self.r.hgetall(keys.TASK_METRICS).items()}
             depths = {q: self.r.llen(q) for q in QUEUES}
             consumers = work.live_consumers(self.r)
+            memory = self.r.info("memory")
         except redis.RedisError:
             return
         yield from self._tasks(raw)
@@ -52,6 +53,13 @@ class TaskCollector:
         for q, names in consumers.items():
             listening.add_metric([q], len(names))
         yield listening
+        # Alert on used / max (when max > 0): at maxmemory with noeviction every write answers 503.
+        yield GaugeMetricFamily(
+            "cml_redis_used_memory_bytes", "Memory Redis uses (INFO used_memory)", value=memory["used_memory"]
+        )
+        yield GaugeMetricFamily(
+            "cml_redis_maxmemory_bytes", "Redis maxmemory (0: no limit set)", value=memory.get("maxmemory", 0)
+        )
 
     @staticmethod
     def _tasks(raw: dict[str, float]) -> Iterator:

@@ -37,6 +37,26 @@ def _in_flight(r: redis.Redis) -> dict[str, int]:
     return counts
 
 
+# /readyz warns (and ops/alerts should act) when Redis uses this share of its maxmemory: above it, at
+# maxmemory with noeviction, every write is refused (503) until memory is freed or raised.
+MEMORY_WARN_RATIO = 0.8
+
+
+def redis_memory(r: redis.Redis) -> dict:
+    """Redis's used and maximum memory (INFO memory), the share used, and whether it is near the limit.
+    ``max_bytes`` 0 means no limit set (the host's memory is the limit, and the OOM killer)."""
+    info = r.info("memory")
+    used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+    ratio = used / limit if limit else None
+    return {
+        "used_bytes": used,
+        "max_bytes": limit,
+        "policy": str(info.get("maxmemory_policy", "")),
+        "used_ratio": round(ratio, 4) if ratio is not None else None,
+        "near_limit": ratio is not None and ratio >= MEMORY_WARN_RATIO,
+    }
+
+
 def _percentile(sorted_values: list[float], q: float) -> float | None:
     if not sorted_values:
         return None
@@ -81,6 +101,7 @@ def queue_report(r: redis.Redis) -> dict:
             "p50": _percentile(lags, 0.5),
             "p99": _percentile(lags, 0.99),
         },
+        "redis_memory": redis_memory(r),
     }
 
 

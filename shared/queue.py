@@ -15,6 +15,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from shared.config import Settings
+from shared.store import REQUEST_CONNECT_TIMEOUT_S, REQUEST_SOCKET_TIMEOUT_S
 
 RECOMPUTE_PATIENT = "cml.recompute_patient"
 REFRESH_COHORT = "cml.refresh_cohort"
@@ -43,8 +44,17 @@ def task_queues() -> list[Queue]:
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
 
-def make_celery(settings: Settings, main: str = "cml") -> Celery:
+def make_celery(settings: Settings, main: str = "cml", request_path: bool = False) -> Celery:
+    """The Celery app; ``request_path`` (the API, which only publishes) bounds each broker call by the
+    request timeouts of shared.store, so a stalled Redis fails a publish in about a second. The
+    worker keeps kombu's defaults: its BRPOP waits on the socket by design."""
     app = Celery(main, broker=settings.broker_url, backend=settings.result_backend)
+    transport: dict = {"visibility_timeout": settings.visibility_timeout_s}
+    if request_path:
+        transport |= {
+            "socket_timeout": REQUEST_SOCKET_TIMEOUT_S,
+            "socket_connect_timeout": REQUEST_CONNECT_TIMEOUT_S,
+        }
     app.conf.update(
         task_queues=task_queues(),
         task_acks_late=True,
@@ -58,7 +68,7 @@ def make_celery(settings: Settings, main: str = "cml") -> Celery:
             RECOMPUTE_PATIENT: {"queue": PATIENT_QUEUE},
             REFRESH_COHORT: {"queue": COHORT_QUEUE},
         },
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_transport_options=transport,
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=2,
         task_publish_retry_policy=PUBLISH_RETRY_POLICY,

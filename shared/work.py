@@ -57,17 +57,50 @@ def due_for_requeue(r: redis.Redis, kind: str, older_than_s: float, limit: int =
 
 # --- dead letters --------------------------------------------------------------------------------
 
-_DEAD_LETTER = """
--- KEYS[1] dirty, [2] dead letters; ARGV[1] id, [2] failure json
+# A dead-lettered item's stored documents must not look current: they say pending, and why, right
+# after the flag (readers ignore properties they do not know; the recompute that ops' retry runs
+# stores a fresh document without it). The flag stays first, so every other script still flips it.
+DEAD_LETTER_REASON = "recompute-failed"
+
+_DEAD_LETTER = (
+    PENDING_LUA
+    + """
+-- KEYS[1] dirty, [2] dead letters, then the item's stored documents; ARGV[1] id, [2] failure json,
+-- [3] the reason field (``"pending_reason":"...",``).
 -- Out of the dirty set, so the sweeper stops retrying a task that fails every time; ops retry it.
-redis.call('ZREM', KEYS[1], ARGV[1])
+-- HSET first: under maxmemory it is refused before anything changed (ZREM, allowed, would drop the
+-- item from the dirty set with no dead letter to show for it).
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZREM', KEYS[1], ARGV[1])
+for i = 3, #KEYS do
+  local doc = redis.call('GET', KEYS[i])
+  if doc then
+    local head = string.sub(doc, 1, #PENDING_FALSE)
+    local rest = string.sub(doc, #PENDING_FALSE + 1)
+    if (head == PENDING_FALSE or head == PENDING_TRUE) and string.sub(rest, 1, #ARGV[3]) ~= ARGV[3] then
+      redis.call('SET', KEYS[i], PENDING_TRUE .. ARGV[3] .. rest)
+    elseif head == PENDING_FALSE then
+      mark_pending(KEYS[i])
+    end
+  end
+end
 """
+)
+
+
+def _documents(kind: str, item_id: str) -> list[str]:
+    if kind == "patient":
+        return [keys.status(item_id), keys.timeline(item_id)]
+    return [keys.cohort_stats(item_id)]
 
 
 def dead_letter(r: redis.Redis, kind: str, item_id: str, task: str, error: str) -> None:
+    """Park an item whose task fails for a reason that will repeat, and make its stored documents say
+    ``pending: true`` with ``pending_reason: "recompute-failed"`` (the error is in the dead letter)."""
     failure = {"kind": kind, "id": item_id, "task": task, "error": error, "failed_ms": now_ms()}
-    r.eval(_DEAD_LETTER, 2, keys.DIRTY[kind], keys.DEAD[kind], item_id, orjson.dumps(failure))
+    script_keys = [keys.DIRTY[kind], keys.DEAD[kind], *_documents(kind, item_id)]
+    reason = f'"pending_reason":"{DEAD_LETTER_REASON}",'
+    r.eval(_DEAD_LETTER, len(script_keys), *script_keys, item_id, orjson.dumps(failure), reason)
 
 
 def dead_letters(r: redis.Redis) -> list[dict]:

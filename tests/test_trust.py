@@ -314,6 +314,9 @@ def test_failed_task_goes_to_dead_letters_and_ops_can_retry(client, r, pid):
         row["kind"] == "patient" and "ValueError" in row["error"] and row["task"] == "cml.recompute_patient"
     )
     assert r.zscore(keys.DIRTY_PATIENTS, pid) is None  # out of the sweeper's way
+    # The stored status does not look current: pending, with the reason (it reflects version 1 only).
+    for doc in (client.get(f"/v1/patients/{pid}/status").get_json(), orjson.loads(r.get(keys.timeline(pid)))):
+        assert doc["pending"] is True and doc["pending_reason"] == "recompute-failed"
     report = client.get("/v1/ops/queues", headers=ops).get_json()
     assert report["failed"]["patient"] >= 1
     r.hset(keys.results(pid), good["result_id"], orjson.dumps(good))  # the data is repaired
@@ -321,6 +324,7 @@ def test_failed_task_goes_to_dead_letters_and_ops_can_retry(client, r, pid):
     assert retry.status_code == 202
     doc = wait_status(client, pid, lambda d: d["results_count"] == 1)
     assert doc["response_level"] == "MMR"
+    assert "pending_reason" not in doc
     assert listed() is None
     assert client.post(f"/v1/ops/dead-letters/patient/{pid}/retry", headers=ops).status_code == 404
     audit = client.get("/v1/ops/audit?count=20", headers=ops).get_json()["entries"]

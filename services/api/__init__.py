@@ -18,7 +18,7 @@ from services.api.ratelimit import init_rate_limits
 from services.api.server_errors import install as install_server_errors
 from shared.config import Settings, load_settings
 from shared.queue import make_celery
-from shared.store import connect
+from shared.store import connect_for_requests
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +30,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["cml"] = ApiContext(
         settings=settings,
-        redis=connect(settings.redis_url),
-        celery=make_celery(settings, "cml-api"),
+        redis=connect_for_requests(settings.redis_url),
+        celery=make_celery(settings, "cml-api", request_path=True),
     )
     register_error_handlers(app)
     install_server_errors()  # gunicorn's own 400/414/431 answers as problem+json too

@@ -19,6 +19,7 @@ from kombu.exceptions import OperationalError
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
+from shared.faults import is_transient
 from shared.schemas import ID_PATTERN
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,27 @@ def _stacks(exc: BaseException) -> str:
     return "during which, or from:\n".join(reversed(parts))
 
 
+def store_unavailable_reason(exc: BaseException) -> str:
+    """A word for why Redis is unavailable, for clients and ops (never the reply's text)."""
+    current: BaseException | None = exc
+    seen: set[int] = set()
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current)
+        if isinstance(current, redis.exceptions.OutOfMemoryError) or text.startswith("OOM"):
+            return "out of memory"
+        if isinstance(current, redis.exceptions.BusyLoadingError):
+            return "loading"
+        if isinstance(current, redis.exceptions.ReadOnlyError):
+            return "read-only"
+        if isinstance(current, redis.exceptions.TimeoutError):
+            return "timeout"
+        if isinstance(current, redis.exceptions.ConnectionError):
+            return "connection"
+        current = current.__cause__ or current.__context__
+    return "unavailable"
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Problem)
     def _problem(exc: Problem) -> Response:
@@ -117,19 +139,25 @@ def register_error_handlers(app: Flask) -> None:
     def _invalid(exc: ValidationError) -> Response:
         return validation_problem(exc)
 
-    @app.errorhandler(redis.exceptions.ConnectionError)
-    @app.errorhandler(redis.exceptions.TimeoutError)
-    @app.errorhandler(redis.exceptions.BusyLoadingError)
+    @app.errorhandler(redis.exceptions.RedisError)
     @app.errorhandler(OperationalError)
     def _store_down(exc: Exception) -> Response:
-        # Nothing was acknowledged: the client must retry (design-notes.md, "durable before the 202").
-        log.warning("store unavailable: %s", type(exc).__name__)
+        if not is_transient(exc):
+            return _unexpected(exc)
+        # Unavailable for a while: out of memory, loading, failing over, not answering in time. The
+        # request may have taken effect (a write can land as Redis resumes from a stall, or be stored
+        # before its enqueue failed): say so, and that a retry with the same content is safe
+        # (design-notes.md, "durable before the 202"; a result stored twice is "unchanged").
+        reason = store_unavailable_reason(exc)
+        log.warning("store unavailable: %s (%s)", type(exc).__name__, reason)
         return problem_response(
             503,
             "store-unavailable",
             "The data store is unavailable",
-            "Redis did not answer; nothing was stored. Retry shortly.",
+            f"Redis is unavailable ({reason}). The outcome of this request is unknown: it may or may "
+            "not have been stored. Retrying it with the same content (and Idempotency-Key) is safe.",
             headers={"Retry-After": "2"},
+            reason=reason,
         )
 
     @app.errorhandler(HTTPException)
@@ -141,6 +169,8 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
+        if is_transient(exc):  # wrapped by a library in an exception of its own
+            return _store_down(exc)
         log.error(
             "unhandled %s on %s %s\n%s", type(exc).__name__, request.method, request.url_rule, _stacks(exc)
         )

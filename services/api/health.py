@@ -6,7 +6,7 @@ from flask import Blueprint, Response, jsonify
 
 from services.api.context import ctx
 from services.api.errors import problem_response
-from shared import work
+from shared import ops, work
 
 bp = Blueprint("health", __name__)
 
@@ -34,6 +34,18 @@ def readyz() -> Response:
         consumers = work.consumers(work.worker_queues(c.redis, workers))
         idle = [q for q, listening in consumers.items() if not listening]
         checks["queues"] = {"ok": not idle, "without_consumer": idle}
+        # A warning, not a failure: reads still work at maxmemory, and taking every instance out of
+        # the load balancer would turn "writes will soon fail" into "nothing works".
+        memory = ops.redis_memory(c.redis)
+        checks["memory"] = {
+            "ok": True,
+            "used_ratio": memory["used_ratio"],
+            "near_limit": memory["near_limit"],
+        }
+        if memory["near_limit"]:
+            checks["memory"]["warning"] = (
+                f"Redis uses {memory['used_ratio']:.0%} of its maxmemory: writes answer 503 when it is full"
+            )
     except Exception as exc:  # noqa: BLE001 - readiness reports any failure as not ready
         checks["redis"] = {"ok": False, "error": type(exc).__name__}
         checks["workers"] = {"ok": False, "alive": None}

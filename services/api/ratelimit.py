@@ -17,6 +17,8 @@ from flask import Flask, Response, g, request
 from flask_limiter import Limiter
 from flask_limiter.errors import RateLimitExceeded
 from limits import parse
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from services.api.auth import caller
 from services.api.errors import Problem, problem_response
@@ -66,7 +68,13 @@ def _limiter(settings: Settings) -> Limiter:
         key_func=caller,
         default_limits=[settings.rate_limit],
         storage_uri=settings.redis_url,
-        storage_options={"socket_connect_timeout": 1, "socket_timeout": 2},
+        # Bounded like the store's client (shared.store.connect_for_requests), and no retry: with Redis
+        # stalled the limiter steps aside after one short timeout and the store's call answers 503.
+        storage_options={
+            "socket_connect_timeout": 0.25,
+            "socket_timeout": 0.25,
+            "retry": Retry(NoBackoff(), 0),
+        },
         strategy="fixed-window",
         headers_enabled=False,
         swallow_errors=True,

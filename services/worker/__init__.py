@@ -9,9 +9,11 @@ the consumer in the worker's main process. Both call :mod:`shared` for every rul
 
 from __future__ import annotations
 
+from services.worker import broker
 from shared.config import load_settings
 from shared.queue import make_celery
 
+broker.install()
 settings = load_settings()
 app = make_celery(settings, "cml-worker")
 celery = app

@@ -12,22 +12,14 @@ from collections.abc import Callable
 
 import redis
 from celery.exceptions import Retry
-from kombu.exceptions import OperationalError
 
 from services.worker.redis_client import redis_client
 from shared import metrics, work
+from shared.faults import TRANSIENT, is_transient
 
 log = logging.getLogger(__name__)
 
-
-# Failures of the infrastructure, not of the item being computed.
-TRANSIENT = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,  # a restarted Redis replaying its AOF
-    redis.exceptions.ReadOnlyError,  # a replica during failover
-    OperationalError,
-)
+__all__ = ["TRANSIENT", "instrumented"]
 
 
 def _count(task_name: str, outcome: str, seconds: float) -> None:
@@ -36,27 +28,38 @@ def _count(task_name: str, outcome: str, seconds: float) -> None:
         metrics.record_task(redis_client(), task_name, outcome, seconds)
 
 
+def _dead_letter(kind: str, item_id: str, task_name: str, exc: Exception) -> None:
+    """Park an item whose task fails for a reason that will repeat. If Redis itself fails now, the
+    item stays dirty and the sweeper retries it: never lose it from both the dirty set and the dead
+    letters."""
+    try:
+        work.dead_letter(redis_client(), kind, item_id, task_name, f"{type(exc).__name__}: {exc}")
+    except redis.exceptions.RedisError as failure:
+        log.warning("%s: dead letter not stored: %s", task_name, type(failure).__name__)
+
+
 def instrumented(kind: str, task_name: str) -> Callable:
     def wrap(body: Callable[..., str]) -> Callable[..., str]:
         @functools.wraps(body)
         def run(*args: object) -> str:
             item_id = str(args[-1])
             start = time.perf_counter()
+            outcome = "interrupted"  # until the body returns or raises an Exception (not a shutdown)
             try:
                 outcome = body(*args)
             except Retry:
                 outcome = "retry"
                 raise
-            except TRANSIENT as exc:
+            except Exception as exc:
+                if not is_transient(exc):
+                    outcome = "failed"
+                    log.error("%s failed: %s", task_name, type(exc).__name__)
+                    _dead_letter(kind, item_id, task_name, exc)
+                    return outcome
                 # Redis or the broker went away mid-task: not the data's fault. The item stays dirty
                 # and the sweeper retries it once Redis is back; a dead letter would park it for good.
                 outcome = "transient"
                 log.warning("%s interrupted: %s", task_name, type(exc).__name__)
-                return outcome
-            except Exception as exc:
-                outcome = "failed"
-                log.error("%s failed: %s", task_name, type(exc).__name__)
-                work.dead_letter(redis_client(), kind, item_id, task_name, f"{type(exc).__name__}: {exc}")
                 return outcome
             finally:
                 _count(task_name, outcome, time.perf_counter() - start)
