@@ -39,6 +39,7 @@ Global:
 ``cml:metrics:tasks``                  hash    task counters and latency histogram (Prometheus export)
 ``cml:ratelimit...``                   (flask-limiter's own keys, per API key)
 ``cml:idem:<key id>:<Idempotency-Key>`` string  a batch post's request hash and response (expires)
+``cml:wl:ids``                         zset    every registered patient id, score 0 (pages by id, ZRANGEBYLEX)
 ``cml:wl:rows``                        hash    patient id -> worklist row (JSON: level, ELN, actions, due)
 ``cml:wl:due``                         zset    patient id -> next sample due (date ordinal)
 ``cml:wl:level:<level>``               set     patients whose current response level is <level>
@@ -192,6 +193,7 @@ def cohort_image(cohort_id: str, version: int, fmt: str) -> str:
 
 
 # The worklist's indexes (shared/worklist.py), kept by the status commit.
+WORKLIST_IDS = f"{PREFIX}wl:ids"
 WORKLIST_ROWS = f"{PREFIX}wl:rows"
 WORKLIST_DUE = f"{PREFIX}wl:due"
 WORKLIST_LEVEL_HEAD = f"{PREFIX}wl:level:"

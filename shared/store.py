@@ -259,7 +259,8 @@ _REGISTER = (
     PENDING_LUA
     + """
 -- KEYS[1] registration, [2] version, [3] patients set, [4] dirty, [5] enqueued, [6] cohorts set,
--- [7] dirty cohorts, [8] enqueued cohorts, [9] audit stream, [10] status, [11] timeline
+-- [7] dirty cohorts, [8] enqueued cohorts, [9] audit stream, [10] status, [11] timeline,
+-- [12] worklist ids
 -- ARGV[1] patient id, [2] document, [3] now ms, [4] cohort key head, [5] tail, [6] audit entry,
 -- [7..] cohorts
 local old = redis.call('GET', KEYS[1])
@@ -299,6 +300,7 @@ for i = 7, #ARGV do
 end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('ZADD', KEYS[12], 0, ARGV[1])  -- the worklist pages every patient by id from it
 local v = redis.call('INCR', KEYS[2])
 redis.call('ZADD', KEYS[4], 'NX', ARGV[3], ARGV[1])
 local fresh = redis.call('ZADD', KEYS[5], 'NX', ARGV[3], ARGV[1])
@@ -326,6 +328,7 @@ def register_patient(r: redis.Redis, patient_id: str, doc: dict, audit: dict) ->
         keys.AUDIT,
         keys.status(patient_id),
         keys.timeline(patient_id),
+        keys.WORKLIST_IDS,
     ]
     args = [patient_id, canonical(doc), now_ms(), head, tail, canonical(audit), *doc["cohorts"]]
     tag, version, fresh, cohorts = r.eval(_REGISTER, len(script_keys), *script_keys, *args)

@@ -129,7 +129,8 @@ def retry_dead_letter(r: redis.Redis, kind: str, item_id: str, audit: dict) -> b
 _RULES_CHANGED = (
     PENDING_LUA
     + """
--- KEYS[1] rules fingerprint, [2] patients set, [3] dirty patients, [4] cohorts set, [5] dirty cohorts
+-- KEYS[1] rules fingerprint, [2] patients set, [3] dirty patients, [4] cohorts set, [5] dirty cohorts,
+-- [6] worklist ids
 -- ARGV[1] fingerprint, [2] now ms, [3] patient key head, [4] tail, [5] cohort key head, [6] tail
 if redis.call('GET', KEYS[1]) == ARGV[1] then return -1 end
 -- Every stored document is about to be remade by other rules: each says pending until it is. A
@@ -144,6 +145,7 @@ end
 local n = 0
 for _, pid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   n = n + redis.call('ZADD', KEYS[3], 'NX', ARGV[2], pid)
+  redis.call('ZADD', KEYS[6], 0, pid)  -- patients registered before the worklist's id index
   mark_any(ARGV[3] .. pid .. ARGV[4] .. 'status')
   mark_any(ARGV[3] .. pid .. ARGV[4] .. 'timeline')
 end
@@ -161,7 +163,9 @@ def recompute_all_if_rules_changed(r: redis.Redis, fingerprint: str) -> int:
     """Mark every patient and cohort dirty when the stored documents were made by other rules (a
     deployment changed them), and every stored document pending; the sweeper then recomputes them
     all. Returns how many patients were marked, -1 if the rules are unchanged."""
-    script_keys = [keys.RULES, keys.PATIENTS, keys.DIRTY_PATIENTS, keys.COHORTS, keys.DIRTY_COHORTS]
+    script_keys = [
+        keys.RULES, keys.PATIENTS, keys.DIRTY_PATIENTS, keys.COHORTS, keys.DIRTY_COHORTS, keys.WORKLIST_IDS,
+    ]  # fmt: skip
     parts = [*keys.patient_key_parts(), *keys.cohort_key_parts()]
     return int(r.eval(_RULES_CHANGED, len(script_keys), *script_keys, fingerprint, now_ms(), *parts))
 

@@ -289,3 +289,33 @@ def test_a_worklist_row_says_pending_while_its_status_does(rs, cid) -> None:
     assert row()["pending"] is False and row()["response_level"] == "MMR"
     # The level index moved with the status: the row no longer lists under MR2.
     assert worklist.query(rs, worklist.Query(cohort=cid, level="MR2"), date(2025, 1, 1))["patients"] == []
+
+
+def test_an_unfiltered_worklist_pages_from_the_id_index(rs) -> None:
+    """Without a filter, a page is read from the id index from its cursor, not from every patient; a
+    deployment that added the index fills it at the rules check, and the set serves until then."""
+    from datetime import date
+
+    from shared import worklist
+
+    def pages() -> list[list[str]]:
+        out, after = [], None
+        for _ in range(10):
+            body = worklist.query(rs, worklist.Query(after=after, limit=2), date(2025, 1, 1))
+            out.append([p["patient_id"] for p in body["patients"]])
+            if body["next_cursor"] is None:
+                return out
+            after = worklist.decode_cursor(body["next_cursor"])
+        raise AssertionError("cursor never ended")
+
+    ids = [f"P-{i}" for i in (3, 1, 5, 2, 4)]
+    for pid in ids:
+        register(rs, pid, [])
+    assert pages() == [["P-1", "P-2"], ["P-3", "P-4"], ["P-5"]]
+    rs.srem(keys.PATIENTS, "P-5")  # served from the index, not the set: P-5 stays listed
+    assert pages()[-1] == ["P-5"]
+    rs.sadd(keys.PATIENTS, "P-5")
+    rs.delete(keys.WORKLIST_IDS)  # as before the deploy: the set serves
+    assert pages() == [["P-1", "P-2"], ["P-3", "P-4"], ["P-5"]]
+    work.recompute_all_if_rules_changed(rs, "fingerprint-with-the-index")
+    assert rs.zcard(keys.WORKLIST_IDS) == 5
