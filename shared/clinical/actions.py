@@ -30,7 +30,7 @@ from typing import Any
 
 from shared.clinical.milestones import CONFIRM_MIN_DAYS, MILESTONE_BOUNDS, WINDOW_DAYS
 from shared.clinical.response import MMR_THRESHOLD, at_least
-from shared.clinical.scored import ScoredResult, level_setting
+from shared.clinical.scored import ScoredResult, measured_above
 from shared.clinical.therapy import Event, TkiCourse
 from shared.clinical.timeline import days_between, months_to_days
 
@@ -123,11 +123,7 @@ def tfr_relapse(scored: Sequence[ScoredResult], course: TkiCourse) -> ScoredResu
     stopped = course.last_stopped_on
     if course.on_tki or stopped is None:
         return None
-    for r in scored:
-        exact = r.classification.is_percent_exact
-        if r.collected_on > stopped and exact is not None and exact > MMR_THRESHOLD:
-            return r
-    return None
+    return next((r for r in scored if r.collected_on > stopped and measured_above(r, MMR_THRESHOLD)), None)
 
 
 def _resume_tki(scored: Sequence[ScoredResult], course: TkiCourse) -> list[dict[str, Any]]:
@@ -159,8 +155,7 @@ def _confirm_3_months(
     if three is None or three["result_id"] is None:
         return []
     chosen = next(r for r in on_tki if r.result_id == three["result_id"])
-    exact = chosen.classification.is_percent_exact
-    if exact is None or exact <= MILESTONE_BOUNDS["3m"][1]:
+    if not measured_above(chosen, MILESTONE_BOUNDS["3m"][1]):
         return []
     if any(days_between(chosen.collected_on, r.collected_on) >= CONFIRM_MIN_DAYS for r in on_tki):
         return []  # the result that confirms or refutes it is in (milestones.py decides which)
@@ -185,8 +180,7 @@ def _onset(basis: Mapping[str, Any], on_tki: Sequence[ScoredResult], started: da
     if basis.get("kind") != "milestone" or started is None or basis.get("result_id") not in ids:
         return onset
     for r in reversed(on_tki[: ids.index(basis["result_id"]) + 1]):
-        exact = r.classification.is_percent_exact
-        if exact is None or exact <= _optimal_bound_at(days_between(started, r.collected_on)):
+        if not measured_above(r, _optimal_bound_at(days_between(started, r.collected_on))):
             break
         onset = r.collected_on
     return onset
@@ -237,10 +231,13 @@ SAME_DAY_RULE = (
 )
 
 
-def same_day_discordance(scored: Sequence[ScoredResult]) -> list[dict[str, Any]]:
+def same_day_discordance(
+    scored: Sequence[ScoredResult], setting: Sequence[ScoredResult]
+) -> list[dict[str, Any]]:
     """Days whose results disagree on the level, with the result the service uses for the level that
-    day: the last of that day's results that sets the level (scored.level_setting), by SAME_DAY_RULE."""
-    setting = {r.result_id for r in level_setting(scored)}
+    day: the last of that day's results that sets the level (`setting`, scored.level_setting's
+    answer for `scored`), by SAME_DAY_RULE."""
+    setting_ids = {r.result_id for r in setting}
     by_day: dict[date, list[ScoredResult]] = {}
     for r in scored:
         by_day.setdefault(r.collected_on, []).append(r)
@@ -248,7 +245,7 @@ def same_day_discordance(scored: Sequence[ScoredResult]) -> list[dict[str, Any]]
     for day, rs in by_day.items():
         if len({r.classification.level for r in rs}) < 2:
             continue
-        used = [r.result_id for r in rs if r.result_id in setting]
+        used = [r.result_id for r in rs if r.result_id in setting_ids]
         out.append({
             "date": day.isoformat(),
             "result_ids": [r.result_id for r in rs],
@@ -267,9 +264,11 @@ def open_actions(
     milestones: Sequence[Mapping[str, Any]],
     assessment: str | None,
     basis: Mapping[str, Any] | None,
-    tki_started_on: date | None = None,
+    tki_started_on: date | None,
+    discordant: Sequence[Mapping[str, Any]],
 ) -> list[dict[str, Any]]:
-    """Every open action, in the order of the module docstring's list."""
+    """Every open action, in the order of the module docstring's list; `discordant` is
+    same_day_discordance's answer for `scored`."""
     if not followed(scored, events):
         return []
     actions = [
@@ -278,7 +277,6 @@ def open_actions(
         *_confirm_3_months(milestones, on_tki),
         *_mutation_analysis(assessment, basis, events, on_tki, tki_started_on),
     ]
-    discordant = same_day_discordance(scored)
     if discordant and scored and discordant[-1]["date"] == scored[-1].collected_on.isoformat():
         last = discordant[-1]
         reason = (

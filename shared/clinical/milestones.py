@@ -43,7 +43,7 @@ from fractions import Fraction
 from typing import Any
 
 from shared.clinical.response import format_percent
-from shared.clinical.scored import ScoredResult
+from shared.clinical.scored import ScoredResult, measured_above
 from shared.clinical.timeline import days_between, months_to_days
 
 WINDOW_DAYS = months_to_days(1)  # +-1 month around 3/6/12 months
@@ -93,14 +93,8 @@ def failures_after_12m(tki_started_on: date, results: Sequence[ScoredResult]) ->
         r
         for r in results
         if days_between(tki_started_on, r.collected_on) > AFTER_12M_DAYS
-        and _measured_above(r, FAILURE_AFTER_12M)
+        and measured_above(r, FAILURE_AFTER_12M)
     ]
-
-
-def _measured_above(result: ScoredResult, bound: Fraction) -> bool:
-    # A warning or failure needs a measured IS% above the bound: an undetectable result never shows one.
-    exact = result.classification.is_percent_exact
-    return exact is not None and exact > bound
 
 
 def decides(result: ScoredResult, optimal_bound: Fraction) -> bool:
@@ -170,7 +164,7 @@ def _three_month_above(
     bound = MILESTONE_BOUNDS["3m"][1]
     for other in results:
         gap = days_between(chosen.collected_on, other.collected_on)
-        if CONFIRM_MIN_DAYS <= gap <= CONFIRM_MAX_DAYS and _measured_above(other, bound):
+        if CONFIRM_MIN_DAYS <= gap <= CONFIRM_MAX_DAYS and measured_above(other, bound):
             return "failure", (
                 f"> 10% at 3 months, confirmed by result {other.result_id} ({other.collected_on.isoformat()})"
                 " > 10% taken 1-3 months later"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
+from fractions import Fraction
 from typing import Any
 
 from shared.clinical.response import Classification, classify_result, level_rank
@@ -57,6 +58,13 @@ def score_results(raw_results: Iterable[Mapping[str, Any]]) -> tuple[list[Scored
         included.append(score_result(raw))
     included.sort(key=ScoredResult.sort_key)
     return included, withdrawn
+
+
+def measured_above(result: ScoredResult, bound: Fraction) -> bool:
+    """Whether a result shows IS% above `bound`: a warning, a failure or a loss needs a measured IS%
+    above the bound, and an undetectable result never shows one (whatever its sensitivity)."""
+    exact = result.classification.is_percent_exact
+    return exact is not None and exact > bound
 
 
 def level_setting(scored: Sequence[ScoredResult]) -> list[ScoredResult]:

@@ -21,7 +21,7 @@ from shared.clinical.failures import eln_failures, eln_warnings
 from shared.clinical.lines import therapy_history
 from shared.clinical.milestones import assess_milestones, current_assessment
 from shared.clinical.response import LEVELS, MMR_THRESHOLD, at_least, level_rank
-from shared.clinical.scored import ScoredResult, level_setting, score_results
+from shared.clinical.scored import ScoredResult, level_setting, measured_above, score_results
 from shared.clinical.therapy import Event, documented_on, parse_events, taken_on_tki, tki_course
 from shared.clinical.timeline import iso, months_between, parse_date
 
@@ -60,6 +60,7 @@ def patient_status(
     setting = level_setting(scored)
     at_level = setting[-1] if setting else None  # the result the current level comes from
     level = None if at_level is None else at_level.classification.level
+    discordant = same_day_discordance(scored, setting)
     schedule = monitoring(scored, timeline, course, level, tki_started_on)
     return {
         "patient_id": registration["patient_id"],
@@ -94,11 +95,11 @@ def patient_status(
         "unknown_tki": history.unknown_tki,
         "documented_on": iso(documented),
         "actions": open_actions(
-            scored, on_tki, timeline, course, milestones, assessment, basis, tki_started_on
+            scored, on_tki, timeline, course, milestones, assessment, basis, tki_started_on, discordant
         ),
         "next_sample_due": schedule["next_sample_due"],
         "monitoring": schedule,
-        "same_day_discordant": same_day_discordance(scored),
+        "same_day_discordant": discordant,
     }
 
 
@@ -200,8 +201,7 @@ def _milestones(
 
 def _is_loss(result: ScoredResult) -> bool:
     # Only a detectable result > 0.1% shows a loss: an undetectable result of poor sensitivity does not.
-    exact = result.classification.is_percent_exact
-    return exact is not None and exact > MMR_THRESHOLD
+    return measured_above(result, MMR_THRESHOLD)
 
 
 def _tells_mmr(result: ScoredResult) -> bool:
