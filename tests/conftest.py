@@ -6,6 +6,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -49,6 +50,19 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture(scope="session")
 def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, for tests that kill, stall or fill it, with the API's
+    REDIS_URL pointing at it; `appendfsync always` as deployed (docker-compose.yml), the setting under
+    which a kill -9 loses nothing acknowledged (with `everysec` a write postponed behind a background
+    fsync can be lost)."""
+    server = RedisServer(tmp_path / "redis", appendfsync="always")
+    server.start()
+    monkeypatch.setenv("REDIS_URL", server.url)
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,18 @@ def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "con
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
+def stop_process(proc: subprocess.Popen, grace: float = 10) -> None:
+    """SIGTERM, then SIGKILL if the process has not exited within `grace` seconds."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 class RedisServer:
     """A redis-server on a free port with AOF (appendfsync everysec), in its own directory."""
 
@@ -71,11 +83,9 @@ class RedisServer:
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill9()
+            # A server a test stopped (SIGSTOP, a stall) handles SIGTERM only once it runs again.
+            self.proc.send_signal(signal.SIGCONT)
+            stop_process(self.proc)
 
 
 class Worker:

@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import FULL_KEY
-from tests.procs import ROOT, free_port, wait_for
+from tests.procs import ROOT, free_port, stop_process, wait_for
 
 
 def http(method: str, url: str, body: object | None = None) -> tuple[int, dict]:
@@ -66,8 +66,7 @@ def gunicorn(redis_url, worker, tmp_path_factory):
 
     wait_for(up, 30, what="gunicorn")
     yield base, log
-    proc.terminate()
-    proc.wait(10)
+    stop_process(proc)
 
 
 def test_readme_example_changes_status(gunicorn):

@@ -14,23 +14,12 @@ import pytest
 from services.api import create_app
 from shared import cohort_store, cohorts, documents, keys, store
 from shared.config import load_settings
-from tests.procs import RedisServer, Worker, wait_for
+from tests.procs import Worker, wait_for
 from tests.support import result
 
 pytestmark = pytest.mark.slow
 
 VOLATILE = ("computed_at",)
-
-
-@pytest.fixture
-def own_redis(tmp_path, monkeypatch):
-    # As deployed (docker-compose.yml): `always`, the setting under which a kill -9 loses nothing
-    # acknowledged (with `everysec` a write postponed behind a background fsync can be lost).
-    server = RedisServer(tmp_path / "redis", appendfsync="always")
-    server.start()
-    monkeypatch.setenv("REDIS_URL", server.url)
-    yield server
-    server.stop()
 
 
 def clean_documents(r, patient_id: str) -> dict:

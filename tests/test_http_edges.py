@@ -20,7 +20,7 @@ import yaml
 
 from shared import keys
 from tests.conftest import FULL_KEY
-from tests.procs import ROOT, free_port, wait_for
+from tests.procs import ROOT, free_port, stop_process, wait_for
 from tests.support import result
 
 PROBLEM = "application/problem+json"
@@ -54,8 +54,7 @@ def api(redis_url, worker, tmp_path_factory):
 
     wait_for(up, 30, what="gunicorn")
     yield port
-    proc.terminate()
-    proc.wait(10)
+    stop_process(proc)
 
 
 def exchange(port: int, data: bytes, *, shut: bool = False) -> tuple[int, dict[str, str], bytes]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FULL_KEY
-from tests.procs import ROOT, free_port, wait_for
+from tests.procs import ROOT, free_port, stop_process, wait_for
 from tests.test_slow_clients import HEALTHZ_BOUND_S, NEW_SETTINGS, gunicorn, healthz_seconds, slow_clients
 
 CONF = ROOT / "deploy" / "nginx" / "nginx.conf"
@@ -75,12 +75,7 @@ def nginx(upstream_port: int, rundir: Path, replace: dict[str, str] | None = Non
         wait_for(lambda: listening(proc, port), 15, interval=0.1, what="nginx to listen")
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)
 
 
 @pytest.fixture(scope="module")

@@ -17,23 +17,12 @@ from services.api import create_app
 from shared import keys, store
 from shared.config import load_settings
 from tests.conftest import FULL_KEY
-from tests.procs import ROOT, RedisServer, Worker, wait_for
+from tests.procs import ROOT, Worker, wait_for
 from tests.support import result
 
 pytestmark = pytest.mark.slow
 
 PROBLEM = "application/problem+json"
-
-
-@pytest.fixture
-def own_redis(tmp_path, monkeypatch):
-    server = RedisServer(tmp_path / "redis", appendfsync="always")
-    server.start()
-    monkeypatch.setenv("REDIS_URL", server.url)
-    yield server
-    if server.proc and server.proc.poll() is None:
-        os.kill(server.proc.pid, signal.SIGCONT)
-    server.stop()
 
 
 def register_all(client, patients: list[str]) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FULL_KEY
-from tests.procs import ROOT, free_port, wait_for
+from tests.procs import ROOT, free_port, stop_process, wait_for
 
 CONF = ROOT / "services" / "api" / "gunicorn_conf.py"
 # The settings of scripts/run before services/api/gunicorn_conf.py: two sync workers.
@@ -80,12 +80,7 @@ def gunicorn(args: list[str], redis_url: str, log: Path, env: dict | None = None
         wait_for(lambda: healthz_seconds(port, 2) is not None, 30, interval=0.2, what="gunicorn")
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc, 15)
 
 
 def test_two_slow_clients_blocked_the_old_sync_workers(redis_url, tmp_path):
