@@ -131,7 +131,7 @@ class Classification:
     deep_response_evaluable: bool
     reason: str
     upper_is_percent: float
-    control_gene: str
+    control_gene: str | None
     # The level is what the sample's sensitivity can show, not a measurement: the true response may be
     # deeper. Such a result can show an improvement, never a worsening (see scored.level_setting).
     sensitivity_limited: bool
@@ -139,6 +139,9 @@ class Classification:
     is_percent_exact: Fraction | None = field(default=None, repr=False)
     upper_is_percent_exact: Fraction = field(default=Fraction(0), repr=False)
     sensitivity_exact: Fraction = field(default=Fraction(0), repr=False)
+    # False for an undetectable result sent as "below the lab's limit" without control-gene copies: its
+    # sensitivity is the lab's stated limit, not one the service could compute (see classify_result).
+    sensitivity_known: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -154,24 +157,34 @@ class Classification:
             "upper_is_percent": self.upper_is_percent,
             "control_gene": self.control_gene,
             "sensitivity_limited": self.sensitivity_limited,
+            "sensitivity_known": self.sensitivity_known,
         }
 
 
 def classify_result(
     *,
-    control_gene: str,
-    control_copies: float,
+    control_gene: str | None,
+    control_copies: float | None,
     bcr_abl1_copies: float | None = None,
     is_percent: float | None = None,
     conversion_factor: float = 1.0,
+    is_percent_below: float | None = None,
 ) -> Classification:
     """Score one result (Cross 2015 as adopted by ELN 2020; clinical-rules.md section 1).
 
-    Give exactly one of `bcr_abl1_copies` and `is_percent`. `control_copies` is always needed: it sets the
-    sensitivity (1 / control copies x 100 x CF, as IS%) and the sample adequacy.
+    Give exactly one of `bcr_abl1_copies` and `is_percent` with the control gene and its copies: the copies
+    set the sensitivity (1 / control copies x 100 x CF, as IS%) and the sample adequacy. Or, for a result
+    the laboratory reports only as undetectable below a limit (HL7 ``<^0.0032``, FHIR comparator ``<``)
+    without control copies, give `is_percent_below` alone: see `_classify_below_limit`.
     """
+    if is_percent_below is not None:
+        if control_copies is not None or bcr_abl1_copies is not None or is_percent is not None:
+            raise ValueError("is_percent_below stands alone: with control copies, send bcr_abl1_copies 0")
+        return _classify_below_limit(control_gene, _positive(is_percent_below, "is_percent_below"))
     if control_gene not in CONTROL_GENES:
         raise ValueError(f"control_gene must be one of {CONTROL_GENES}, got {control_gene!r}")
+    if control_copies is None:
+        raise ValueError("control_copies is required (or is_percent_below alone)")
     if (bcr_abl1_copies is None) == (is_percent is None):
         raise ValueError("give exactly one of bcr_abl1_copies and is_percent")
     control = _positive(control_copies, "control_copies")
@@ -184,6 +197,40 @@ def classify_result(
     if is_exact == 0:
         return _classify_undetectable(control_gene, control, sensitivity)
     return _classify_detectable(control_gene, control, is_exact, sensitivity)
+
+
+def _classify_below_limit(control_gene: str | None, limit: Fraction) -> Classification:
+    """Undetectable below a limit the laboratory states, without control-gene copies.
+
+    Cross 2015 scores an undetectable result by the control copies in the same cDNA volume; without them the
+    sample's sensitivity is unknown, so it can never show MR4 or deeper (clinical-rules.md s.1: "An
+    undetectable result below the MR4 band cannot be scored MR4 or deeper"). What it does show is IS% below
+    the stated limit: scored as the level of that limit, capped at MMR, exactly as an undetectable result of
+    insufficient sensitivity is.
+    """
+    level = cap_level(level_for_is(limit), CAP_WITHOUT_DEEP_SENSITIVITY)
+    reason = (
+        f"undetectable below IS {format_percent(limit)}% as the laboratory reported it, without control-gene"
+        f" copies: sensitivity unknown, so never MR4 or deeper (Cross 2015); scored {level} at best"
+    )
+    return Classification(
+        level=level,
+        is_percent=None,
+        mr_value=mr_log_reduction(limit),
+        mr_value_is_lower_bound=True,
+        detectable=False,
+        sensitivity_percent=float(limit),
+        adequate=None,
+        deep_response_evaluable=False,
+        reason=reason,
+        sensitivity_limited=True,
+        upper_is_percent=float(limit),
+        control_gene=control_gene,
+        is_percent_exact=None,
+        upper_is_percent_exact=limit,
+        sensitivity_exact=limit,
+        sensitivity_known=False,
+    )
 
 
 def _positive(value: Any, name: str) -> Fraction:

@@ -31,11 +31,12 @@ def score_result(raw: Mapping[str, Any]) -> ScoredResult:
     """Classify one stored result dict (the API has already validated its fields)."""
     cf = raw.get("conversion_factor")
     classification = classify_result(
-        control_gene=raw["control_gene"],
-        control_copies=raw["control_copies"],
+        control_gene=raw.get("control_gene"),
+        control_copies=raw.get("control_copies"),
         bcr_abl1_copies=raw.get("bcr_abl1_copies"),
         is_percent=raw.get("is_percent"),
         conversion_factor=1 if cf is None else cf,
+        is_percent_below=raw.get("is_percent_below"),
     )
     collected_at = raw["collected_at"]
     return ScoredResult(

@@ -392,3 +392,48 @@ def test_undetectable_band_never_claims_more_than_its_sensitivity(
     assert c.sensitivity_exact <= Fraction(dict(PUBLISHED_IS)[level])
     if limited:
         assert "conversion factor" in c.reason and not c.deep_response_evaluable
+
+
+# Undetectable below a limit the laboratory states, without control copies (HL7 `<^0.0032`, FHIR `<`):
+# sensitivity unknown, so never MR4 or deeper; the limit's own level, capped at MMR (Cross 2015).
+@pytest.mark.parametrize(
+    ("limit", "level"),
+    [
+        ("0.0001", "MMR"),
+        ("0.001", "MMR"),  # MR5's bound: still never deeper than MMR
+        ("0.0032", "MMR"),
+        ("0.01", "MMR"),
+        ("0.1", "MMR"),  # at the MMR bound: shows IS <= 0.1%
+        ("0.1000001", "MR2"),  # just above
+        ("0.0999999", "MMR"),  # just below
+        ("1", "MR2"),
+        ("1.0000001", "MR1"),
+        ("10", "MR1"),
+        ("10.000001", "NONE"),
+    ],
+)
+def test_below_a_stated_limit_without_control_copies_is_never_deep(limit: str, level: str) -> None:
+    c = classify_result(control_gene=None, control_copies=None, is_percent_below=float(limit))
+    assert c.level == level
+    assert c.detectable is False and c.is_percent is None and c.mr_value_is_lower_bound is True
+    assert c.sensitivity_known is False and c.sensitivity_limited is True
+    assert c.deep_response_evaluable is False and c.adequate is None
+    assert c.upper_is_percent_exact == Fraction(limit) and c.sensitivity_percent == float(limit)
+    assert "sensitivity unknown" in c.reason and c.to_dict()["sensitivity_known"] is False
+
+
+def test_below_a_stated_limit_keeps_a_named_control_gene() -> None:
+    c = classify_result(control_gene="GUSB", control_copies=None, is_percent_below=0.0032)
+    assert c.control_gene == "GUSB" and c.level == "MMR"
+
+
+@pytest.mark.parametrize("extra", [{"control_copies": 50_000}, {"bcr_abl1_copies": 0}, {"is_percent": 0}])
+def test_below_a_stated_limit_stands_alone(extra: dict) -> None:
+    kwargs = {"control_gene": "ABL1", "control_copies": None, "is_percent_below": 0.0032, **extra}
+    with pytest.raises(ValueError, match="stands alone"):
+        classify_result(**kwargs)
+
+
+def test_a_result_with_control_copies_knows_its_sensitivity() -> None:
+    c = classify_result(control_gene="ABL1", control_copies=50_000, bcr_abl1_copies=0)
+    assert c.sensitivity_known is True and c.to_dict()["sensitivity_known"] is True
