@@ -61,6 +61,14 @@ class Settings:
     # Audit entries older than this many days are trimmed by the sweeper; 0 keeps every entry (the
     # default: an audit trail that trims itself by count would drop writes without anyone deciding).
     audit_retention_days: float
+    # Interoperability (shared/interop): a JSON file mapping laboratories' local result codes to the
+    # service's codes (added to the defaults); which PID-3 assigning authority names the patient id
+    # (empty: the first identifier); the MLLP listener's address and the API key name it audits as.
+    lab_codes_file: str | None = None
+    patient_id_authority: str = ""
+    mllp_host: str = "127.0.0.1"
+    mllp_port: int = 2575
+    mllp_caller: str = "mllp"
 
 
 def load_settings() -> Settings:
@@ -83,4 +91,10 @@ def load_settings() -> Settings:
         hot_read_rate_limit=os.environ.get("HOT_READ_RATE_LIMIT", "60000/minute"),
         visibility_timeout_s=_int("VISIBILITY_TIMEOUT_S", 3600),
         audit_retention_days=_retention_days(os.environ.get("AUDIT_RETENTION_DAYS", "0")),
+        lab_codes_file=os.environ.get("LAB_CODES_FILE") or None,
+        patient_id_authority=os.environ.get("PATIENT_ID_AUTHORITY", ""),
+        # Loopback by default: an MLLP port is unauthenticated, so exposing it is a deliberate choice.
+        mllp_host=os.environ.get("MLLP_HOST", "127.0.0.1"),
+        mllp_port=_int("MLLP_PORT", 2575),
+        mllp_caller=os.environ.get("MLLP_CALLER", "mllp"),
     )

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -16,9 +14,8 @@ from flask import current_app, request
 
 from services.api.auth import caller
 from services.api.errors import Problem
-from shared import store, work
+from shared import intake, store
 from shared.config import Settings
-from shared.queue import RECOMPUTE_PATIENT, REFRESH_COHORT, send
 
 log = logging.getLogger(__name__)
 
@@ -170,35 +167,15 @@ def json_body() -> Any:
 def audit_entry(**ids: object) -> dict:
     """Who did what when, for the audit stream (written atomically with the data it describes)."""
     rule = request.url_rule.rule if request.url_rule else request.path
-    return {
-        "who": caller(),
-        "what": f"{request.method} {rule}",
-        "when": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        **ids,
-    }
+    return intake.audit_record(caller(), f"{request.method} {rule}", **ids)
 
 
 def enqueue(task: str, item_id: str, task_id: str | None = None) -> None:
-    """Send a task; the data and its dirty mark are already stored, so a failure is only logged:
-    the worker's sweeper finds the dirty item and enqueues it."""
-    try:
-        send(ctx().celery, task, item_id, task_id=task_id)
-    except Exception as exc:  # noqa: BLE001 - any broker failure is recovered by the sweeper
-        log.warning("enqueue failed (%s); the sweeper will requeue", type(exc).__name__)
+    """Send a task (a failure is only logged: the sweeper requeues the dirty item)."""
+    intake.enqueue(ctx().celery, task, item_id, task_id=task_id)
 
 
 def dispatch(outcome: store.WriteOutcome) -> list[dict]:
     """Track and enqueue the recomputations a write calls for; return how to follow them."""
     c = ctx()
-    tracked = {uuid.uuid4().hex: (pid, v) for pid, v in outcome.versions.items()}
-    work.track_tasks(c.redis, tracked, c.settings.task_ttl_s)
-    fresh = set(outcome.to_enqueue)
-    for task_id, (pid, _) in tracked.items():
-        if pid in fresh:
-            enqueue(RECOMPUTE_PATIENT, pid, task_id=task_id)
-    for cohort_id in outcome.cohorts_to_enqueue:
-        enqueue(REFRESH_COHORT, cohort_id)
-    return [
-        {"task_id": t, "patient_id": pid, "data_version": v, "href": f"/v1/tasks/{t}"}
-        for t, (pid, v) in tracked.items()
-    ]
+    return intake.dispatch(c.redis, c.celery, outcome, c.settings.task_ttl_s)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from services.api.context import audit_entry, ctx, dispatch, json_body
+from services.api.context import audit_entry, ctx, json_body
 from services.api.errors import Problem
 from services.api.idempotency import idempotent
-from shared import store
-from shared.schemas import AssayResultSchema, ValidationError, duplicate_ids
+from shared import intake, store
+from shared.schemas import ValidationError
 
 bp = Blueprint("results", __name__)
 
@@ -44,12 +44,9 @@ def _load(body: object, limit: int) -> tuple[list[dict], bool]:
             errors=[{"pointer": f"/{limit}", "field": "", "detail": reason}],
         )  # fmt: skip
     try:
-        loaded = AssayResultSchema(many=True).load(items)
+        loaded = intake.validate_results(items)
     except ValidationError as err:
         raise ValidationError(err.messages[0] if single else err.messages) from err
-    dupes = duplicate_ids(loaded, "result_id")
-    if dupes:
-        raise ValidationError(dupes)
     return loaded, single
 
 
@@ -71,14 +68,15 @@ def _store_problem(err: store.StoreError, single: bool) -> Problem:
 def post_results() -> Response:
     c = ctx()
     items, single = _load(json_body(), c.settings.max_batch)
+    audit = audit_entry(result_ids=[d["result_id"] for d in items])
     try:
-        outcome = store.store_results(c.redis, items, audit_entry(result_ids=[d["result_id"] for d in items]))
+        done = intake.submit_results(c.redis, c.celery, items, audit, c.settings.task_ttl_s)
     except store.StoreError as err:
         raise _store_problem(err, single) from err
-    tasks = dispatch(outcome)
+    tasks = done.tasks
     accepted = [
         {"result_id": d["result_id"], "patient_id": d["patient_id"], "outcome": o}
-        for d, o in zip(items, outcome.outcomes, strict=True)
+        for d, o in zip(items, done.outcome.outcomes, strict=True)
     ]
     response = jsonify({"accepted": accepted, "tasks": tasks})
     response.status_code = 202

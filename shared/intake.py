@@ -1,0 +1,79 @@
+"""The one way results come in. Every door (the JSON API, HL7 v2 over HTTP and MLLP, FHIR, the import tool)
+turns its message into result documents, then calls `validate_results` and `submit_results`; each door only
+translates the refusals back into its own idiom (problem+json pointer, HL7 ERR segment, FHIRPath).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import redis
+from celery import Celery
+
+from shared import store, work
+from shared.queue import RECOMPUTE_PATIENT, REFRESH_COHORT, send
+from shared.schemas import AssayResultSchema, ValidationError, duplicate_ids
+
+log = logging.getLogger(__name__)
+
+
+def validate_results(items: Sequence[dict]) -> list[dict]:
+    """The canonical result documents, or ValidationError whose messages are {index: {field: [reasons]}}
+    (a batch with any bad item is refused whole)."""
+    try:
+        loaded = AssayResultSchema(many=True).load(list(items))
+    except ValidationError as err:
+        raise ValidationError(err.messages) from err
+    dupes = duplicate_ids(loaded, "result_id")
+    if dupes:
+        raise ValidationError(dupes)
+    return loaded
+
+
+def audit_record(who: str, what: str, **ids: object) -> dict:
+    """Who did what when, for the audit stream (written atomically with the data it describes)."""
+    return {"who": who, "what": what, "when": datetime.now(UTC).isoformat(timespec="milliseconds"), **ids}
+
+
+def enqueue(celery: Celery, task: str, item_id: str, task_id: str | None = None) -> None:
+    """Send a task; the data and its dirty mark are already stored, so a failure is only logged:
+    the worker's sweeper finds the dirty item and enqueues it."""
+    try:
+        send(celery, task, item_id, task_id=task_id)
+    except Exception as exc:  # noqa: BLE001 - any broker failure is recovered by the sweeper
+        log.warning("enqueue failed (%s); the sweeper will requeue", type(exc).__name__)
+
+
+def dispatch(r: redis.Redis, celery: Celery, outcome: store.WriteOutcome, task_ttl_s: int) -> list[dict]:
+    """Track and enqueue the recomputations a write calls for; return how to follow them."""
+    tracked = {uuid.uuid4().hex: (pid, v) for pid, v in outcome.versions.items()}
+    work.track_tasks(r, tracked, task_ttl_s)
+    fresh = set(outcome.to_enqueue)
+    for task_id, (pid, _) in tracked.items():
+        if pid in fresh:
+            enqueue(celery, RECOMPUTE_PATIENT, pid, task_id=task_id)
+    for cohort_id in outcome.cohorts_to_enqueue:
+        enqueue(celery, REFRESH_COHORT, cohort_id)
+    return [
+        {"task_id": t, "patient_id": pid, "data_version": v, "href": f"/v1/tasks/{t}"}
+        for t, (pid, v) in tracked.items()
+    ]
+
+
+@dataclass
+class Submission:
+    outcome: store.WriteOutcome
+    tasks: list[dict]
+
+
+def submit_results(
+    r: redis.Redis, celery: Celery, docs: Sequence[dict], audit: dict, task_ttl_s: int
+) -> Submission:
+    """Store validated result documents atomically (store.StoreError, writing nothing, on a conflict or
+    an unknown patient), then queue their recomputation."""
+    outcome = store.store_results(r, docs, audit)
+    return Submission(outcome, dispatch(r, celery, outcome, task_ttl_s))
