@@ -81,3 +81,31 @@ def test_data_stored_before_the_vocabulary_is_flagged_not_lost(client, r, pid) -
     s = wait_status(client, pid, lambda d: d["results_count"] == 1)
     assert s["unknown_tki"] == ["sti571"] and s["therapy"]["current_tki_class"] is None
     assert s["tfr_eligibility"]["minimal"]["criteria"]["tki_duration"]["met"] is not True
+
+
+def test_undetectable_below_a_stated_limit_without_copies_is_never_deep(client, pid) -> None:
+    """A result the lab reports only as `< 0.0032%` with no control copies (HL7 `<^0.0032`, FHIR `<`):
+    stored, scored MMR at best (sensitivity unknown), and refused when mixed with a measurement."""
+    register(client, pid)
+    body = result(pid, "BELOW-1", collected_at="2024-02-01", is_percent_below=0.0032)
+    for name in ("control_gene", "control_copies", "bcr_abl1_copies"):
+        body.pop(name)
+    assert client.post("/v1/assay-results", json=body).status_code == 202
+    status = wait_status(client, pid, lambda d: d["latest_result"] is not None)
+    latest = status["latest_result"]
+    assert status["response_level"] == "MMR" and latest["level"] == "MMR"
+    assert latest["sensitivity_known"] is False and latest["control_gene"] is None
+    assert latest["upper_is_percent"] == 0.0032 and latest["detectable"] is False
+    stored = client.get(f"/v1/patients/{pid}/results").get_json()
+    [doc] = [d for d in stored["results"] if d["result_id"] == "BELOW-1"]
+    assert doc["is_percent_below"] == 0.0032 and doc["control_copies"] is None
+    mixed = result(pid, "BELOW-2", is_percent_below=0.0032)
+    resp = client.post("/v1/assay-results", json=mixed)
+    assert resp.status_code == 422
+    pointers = {e["pointer"] for e in resp.get_json()["errors"]}
+    assert pointers == {"/control_copies", "/bcr_abl1_copies"}
+    # A measured result stored without the field hashes as before: a repost is unchanged, not a conflict.
+    measured = result(pid, "MEASURED-1", collected_at="2024-03-01")
+    assert client.post("/v1/assay-results", json=measured).status_code == 202
+    again = client.post("/v1/assay-results", json={**measured, "is_percent_below": None})
+    assert again.status_code == 202 and again.get_json()["accepted"][0]["outcome"] == "unchanged"

@@ -1,0 +1,80 @@
+"""The code table both wire formats share (shared/interop/codes.py) and LAB_CODES_FILE."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shared.interop.codes import (
+    ANALYTES,
+    CONTROL_ANALYTES,
+    FHIR_RESULT_STATUS,
+    HL7_RESULT_STATUS,
+    IS_PERCENT_CODE,
+    LOINC_SYSTEM,
+    SERVICE_SYSTEM,
+    CodeMap,
+    LabCodesError,
+    load_code_map,
+    refused_status_reason,
+)
+from shared.schemas import CONTROL_GENES, RESULT_STATUSES, AssayResultSchema
+
+
+def test_the_is_value_is_loinc_69380_4_and_the_rest_the_services_own() -> None:
+    assert ANALYTES[IS_PERCENT_CODE].system == LOINC_SYSTEM and ANALYTES[IS_PERCENT_CODE].field == "is_percent"
+    assert ANALYTES[IS_PERCENT_CODE].hl7_system == "LN"
+    own = {c for c, a in ANALYTES.items() if a.system == SERVICE_SYSTEM}
+    assert own == {"ABL1-COPIES", "GUSB-COPIES", "BCR-COPIES", "BCRABL1-COPIES", "IS-CF"}
+    assert all(ANALYTES[c].hl7_system == "L" for c in own)
+
+
+def test_every_code_fills_a_field_of_the_result_document() -> None:
+    fields = set(AssayResultSchema().fields)
+    assert {a.field for a in ANALYTES.values()} <= fields
+    assert set(CONTROL_ANALYTES) == set(CONTROL_GENES)
+    assert all(a.field == "control_copies" for a in CONTROL_ANALYTES.values())
+
+
+def test_statuses_map_onto_the_services_and_preliminary_is_refused() -> None:
+    assert set(HL7_RESULT_STATUS.values()) <= set(RESULT_STATUSES)
+    assert set(FHIR_RESULT_STATUS.values()) == set(RESULT_STATUSES)
+    assert HL7_RESULT_STATUS["D"] == HL7_RESULT_STATUS["W"] == "entered-in-error"
+    assert "P" not in HL7_RESULT_STATUS and "preliminary" not in FHIR_RESULT_STATUS
+    assert "preliminary" in refused_status_reason("P") and "preliminary" in refused_status_reason("preliminary")
+    assert "'X'" in refused_status_reason("X")
+
+
+def test_lab_codes_add_to_the_defaults_and_nothing_is_guessed(tmp_path) -> None:
+    path = tmp_path / "codes.json"
+    path.write_text(json.dumps({"BCRABL-IS": "69380-4", "ABLCN": "ABL1-COPIES"}))
+    codes = load_code_map(str(path))
+    assert codes.analyte("BCRABL-IS") is ANALYTES["69380-4"]
+    assert codes.analyte(" ABLCN ").control_gene == "ABL1"
+    assert codes.analyte("69380-4") is ANALYTES["69380-4"]  # the defaults stay
+    assert codes.analyte("69380-5") is None and codes.analyte("abl1-copies") is None
+    assert load_code_map(None).analyte("BCRABL-IS") is None
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"X": "MR4"}', "unknown service codes"),
+        ('["69380-4"]', "JSON object"),
+        ('{"X": 1}', "JSON object"),
+        ("{not json", "codes.json"),
+    ],
+)
+def test_a_bad_lab_codes_file_is_refused_at_start(tmp_path, content: str, message: str) -> None:
+    path = tmp_path / "codes.json"
+    path.write_text(content)
+    with pytest.raises(LabCodesError, match=message):
+        load_code_map(str(path))
+    with pytest.raises(LabCodesError):
+        load_code_map(str(tmp_path / "missing.json"))
+
+
+def test_code_map_refuses_a_target_that_is_not_a_service_code() -> None:
+    with pytest.raises(LabCodesError):
+        CodeMap({"A": "B"})
