@@ -23,7 +23,8 @@ from shared.schemas import CONTROL_GENES, RESULT_STATUSES, AssayResultSchema
 
 
 def test_the_is_value_is_loinc_69380_4_and_the_rest_the_services_own() -> None:
-    assert ANALYTES[IS_PERCENT_CODE].system == LOINC_SYSTEM and ANALYTES[IS_PERCENT_CODE].field == "is_percent"
+    is_value = ANALYTES[IS_PERCENT_CODE]
+    assert is_value.system == LOINC_SYSTEM and is_value.field == "is_percent"
     assert ANALYTES[IS_PERCENT_CODE].hl7_system == "LN"
     own = {c for c, a in ANALYTES.items() if a.system == SERVICE_SYSTEM}
     assert own == {"ABL1-COPIES", "GUSB-COPIES", "BCR-COPIES", "BCRABL1-COPIES", "IS-CF"}
@@ -42,7 +43,8 @@ def test_statuses_map_onto_the_services_and_preliminary_is_refused() -> None:
     assert set(FHIR_RESULT_STATUS.values()) == set(RESULT_STATUSES)
     assert HL7_RESULT_STATUS["D"] == HL7_RESULT_STATUS["W"] == "entered-in-error"
     assert "P" not in HL7_RESULT_STATUS and "preliminary" not in FHIR_RESULT_STATUS
-    assert "preliminary" in refused_status_reason("P") and "preliminary" in refused_status_reason("preliminary")
+    for preliminary in ("P", "preliminary"):
+        assert "preliminary" in refused_status_reason(preliminary)
     assert "'X'" in refused_status_reason("X")
 
 
