@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from fractions import Fraction
+from functools import lru_cache
 from typing import Any
 
 from shared.clinical.response import Classification, classify_result, level_rank
@@ -30,13 +31,13 @@ class ScoredResult:
 def score_result(raw: Mapping[str, Any]) -> ScoredResult:
     """Classify one stored result dict (the API has already validated its fields)."""
     cf = raw.get("conversion_factor")
-    classification = classify_result(
-        control_gene=raw.get("control_gene"),
-        control_copies=raw.get("control_copies"),
-        bcr_abl1_copies=raw.get("bcr_abl1_copies"),
-        is_percent=raw.get("is_percent"),
-        conversion_factor=1 if cf is None else cf,
-        is_percent_below=raw.get("is_percent_below"),
+    classification = _classify(
+        raw.get("control_gene"),
+        raw.get("control_copies"),
+        raw.get("bcr_abl1_copies"),
+        raw.get("is_percent"),
+        1 if cf is None else cf,
+        raw.get("is_percent_below"),
     )
     collected_at = raw["collected_at"]
     return ScoredResult(
@@ -45,6 +46,27 @@ def score_result(raw: Mapping[str, Any]) -> ScoredResult:
         collected_on=parse_date(collected_at),
         classification=classification,
         transcript=raw.get("transcript"),
+    )
+
+
+@lru_cache(maxsize=65_536)
+def _classify(
+    control_gene: str | None,
+    control_copies: float | None,
+    bcr_abl1_copies: float | None,
+    is_percent: float | None,
+    conversion_factor: float,
+    is_percent_below: float | None,
+) -> Classification:
+    # A classification is a pure function of the measurement (and immutable): a recompute, which scores
+    # the whole history for the status, the timeline and the cohort record, scores each value once.
+    return classify_result(
+        control_gene=control_gene,
+        control_copies=control_copies,
+        bcr_abl1_copies=bcr_abl1_copies,
+        is_percent=is_percent,
+        conversion_factor=conversion_factor,
+        is_percent_below=is_percent_below,
     )
 
 
