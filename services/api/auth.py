@@ -8,8 +8,9 @@ and compares them in constant time. Configuration (one of):
 - ``API_KEYS_FILE``: a file holding such an object (store digests there, not keys).
 
 ``python -m services.api.auth new --scopes results:write,status:read --name epic`` prints a new key
-and its digest. Every route but /healthz and /readyz needs a key: 401 without a valid one, 403 when
-the key lacks the route's scope. Unmapped routes are refused (deny by default).
+and its digest. Every route but /healthz, /readyz and the API reference (/docs, /openapi.yaml)
+needs a key: 401 without a valid one, 403 when the key lacks the route's scope. Unmapped routes are
+refused (deny by default).
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ from flask import Flask, g, request
 from services.api.errors import Problem
 
 SCOPES = ("results:write", "status:read", "cohorts:write", "ops:read")
-PUBLIC = frozenset({"health.healthz", "health.readyz", "static"})
+# The probes, and the API reference (/docs, its assets and /openapi.yaml: no patient data).
+PUBLIC = frozenset(
+    {"health.healthz", "health.readyz", "docs.docs_page", "docs.docs_asset", "docs.openapi_yaml", "static"}
+)
 
 # Endpoint -> scopes any of which grants access. One table, so the policy reads in one place.
 REQUIRED: dict[str, frozenset[str]] = {
