@@ -35,6 +35,15 @@ ensure_redis_server() {
   $sudo apt-get update -qq && $sudo apt-get install -y -qq redis-server >/dev/null
 }
 
+# ensure_chromium: tests/test_e2e_gunicorn.py opens /docs in headless Chromium (Debian's package).
+ensure_chromium() {
+  if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then return 0; fi
+  echo "chromium not found: installing it from the distribution's packages" >&2
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq chromium >/dev/null
+}
+
 # ensure_nginx: tests/test_nginx.py runs deploy/nginx/nginx.conf in front of a gunicorn it starts.
 # Only the binary is needed (the tests start nginx on a free loopback port with their own runtime paths).
 ensure_nginx() {

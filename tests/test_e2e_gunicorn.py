@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import urllib.error
 import urllib.request
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -101,3 +103,31 @@ def test_readme_example_changes_status(gunicorn):
     text = log.read_text()
     assert "Booting worker" in text
     assert patient_id not in text and bodies["/v1/assay-results"]["result_id"] not in text
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    raise AssertionError("no headless Chromium: scripts/test installs it (ensure_chromium)")
+
+
+def test_docs_render_the_api_in_a_browser_from_local_files_only(gunicorn, tmp_path):
+    """GET /docs in headless Chromium: Swagger UI, from the vendored files, renders every tag's operations
+    from /openapi.yaml; the page asks nothing of any other host (closed hospital networks)."""
+    api_base, _ = gunicorn
+    cmd = [
+        _chromium(), "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}",
+        "--virtual-time-budget=10000", "--dump-dom", api_base + "/docs",
+    ]  # fmt: skip
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=90).stdout
+    assert 'class="swagger-ui' in dom and "opblock" in dom, dom[:500]
+    for path in (
+        "/v1/assay-results",
+        "/v1/patients/{patient_id}/status",
+        "/v1/cohorts/{cohort_id}/statistics",
+    ):
+        assert path in dom
+    hosts = set(re.findall(r'(?:src|href)="https?://([^/"]+)', dom)) - {urlsplit(api_base).netloc}
+    assert not hosts - {"swagger.io", "www.apache.org"}, hosts  # links in the text, never loaded assets
