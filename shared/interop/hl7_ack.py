@@ -51,7 +51,11 @@ def _err(issue: Issue, version: str) -> str:
 
 
 def build_ack(
-    header: Header, code: str, issues: Sequence[Issue] = (), http_status: int | None = None, retry: bool = False
+    header: Header,
+    code: str,
+    issues: Sequence[Issue] = (),
+    http_status: int | None = None,
+    retry: bool = False,
 ) -> Ack:
     """The ACK of one message: sender and receiver swapped, MSA-2 its MSH-10 (empty if unreadable)."""
     now = datetime.now(UTC).strftime("%Y%m%d%H%M%S+0000")

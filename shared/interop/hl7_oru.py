@@ -92,16 +92,16 @@ def _repetitions(seg: hl7.Segment, num: int) -> int:
 def read_header(msg: hl7.Message) -> Header:
     msh = msg.segment("MSH")
     kind = "^".join(p for p in (get(msh, 9, 1), get(msh, 9, 2)) if p)
-    return Header(
-        get(msh, 10), get(msh, 12), get(msh, 3), get(msh, 4), get(msh, 5), get(msh, 6), kind
-    )
+    return Header(get(msh, 10), get(msh, 12), get(msh, 3), get(msh, 4), get(msh, 5), get(msh, 6), kind)
 
 
 def check_header(header: Header) -> list[Issue]:
     """What makes the whole message rejected (AR): HL7 v2.5 section 2.9.2 checks MSH first."""
     issues = []
     if not header.control_id:
-        issues.append(Issue(Location("MSH", 1, 10), REQUIRED_MISSING, "MSH-10 message control id is required"))
+        issues.append(
+            Issue(Location("MSH", 1, 10), REQUIRED_MISSING, "MSH-10 message control id is required")
+        )
     if header.version not in SUPPORTED_VERSIONS:
         issues.append(Issue(
             Location("MSH", 1, 12), UNSUPPORTED_VERSION,
@@ -150,11 +150,19 @@ def _number(obx: hl7.Segment, seq: int) -> tuple[str, float | None, Issue | None
     if kind == "SN":
         comparator, text = get(obx, 5, 1), get(obx, 5, 2)
         if get(obx, 5, 3) or get(obx, 5, 4):
-            return "", None, Issue(where, DATA_TYPE_ERROR, "SN ranges and ratios are not taken: send one value")
+            return (
+                "",
+                None,
+                Issue(where, DATA_TYPE_ERROR, "SN ranges and ratios are not taken: send one value"),
+            )
     elif kind in ("NM", ""):
         comparator, text = "", get(obx, 5)
     else:
-        return "", None, Issue(Location("OBX", seq, 2), DATA_TYPE_ERROR, f"value type {kind!r}: send NM or SN")
+        return (
+            "",
+            None,
+            Issue(Location("OBX", seq, 2), DATA_TYPE_ERROR, f"value type {kind!r}: send NM or SN"),
+        )
     if comparator not in ("", "=", "<"):
         reason = f"comparator {comparator!r} is not taken: '<' (undetectable below a limit) or none"
         return "", None, Issue(where, DATA_TYPE_ERROR, reason)
@@ -182,7 +190,9 @@ def _fill(group: _Group, obx: hl7.Segment, seq: int, codes: CodeMap, out: Parsed
     analyte = codes.analyte(code)
     if analyte is None:
         # Never guessed (shared/interop/codes.py): ignored, and named in the ACK as a warning.
-        text = f"OBX-3 {code or '(empty)'}^{get(obx, 3, 2)}^{system} is not a code this service knows: ignored"
+        text = (
+            f"OBX-3 {code or '(empty)'}^{get(obx, 3, 2)}^{system} is not a code this service knows: ignored"
+        )
         out.warnings.append(Issue(Location("OBX", seq, 3), TABLE_VALUE_NOT_FOUND, text, "W"))
         return
     group.statuses.append((get(obx, 11), seq))
@@ -213,7 +223,9 @@ def _status(group: _Group, out: Parsed) -> None:
     if len(codes) > 1:
         first = group.statuses[0][0]
         seq = next(q for s, q in group.statuses if s != first)
-        text = f"OBX-11 {codes - {first}} disagrees with {first!r} in the same OBR group: one status per result"
+        text = (
+            f"OBX-11 {codes - {first}} disagrees with {first!r} in the same OBR group: one status per result"
+        )
         out.errors.append(Issue(Location("OBX", seq, 11), TABLE_VALUE_NOT_FOUND, text))
         return
     if not codes:
@@ -297,6 +309,8 @@ def _collected(group: _Group, value: str, where: Location, out: Parsed) -> None:
     # SPM-17 (specimen collection date/time, v2.5) wins over OBR-7 when present.
     iso = hl7_time(value)
     if iso is None:
-        out.errors.append(Issue(where, DATA_TYPE_ERROR, f"{value!r} is not an HL7 date/time (YYYYMMDD[HHMM...])"))
+        out.errors.append(
+            Issue(where, DATA_TYPE_ERROR, f"{value!r} is not an HL7 date/time (YYYYMMDD[HHMM...])")
+        )
         return
     group.doc["collected_at"], group.where["collected_at"] = iso, where

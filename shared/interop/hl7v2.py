@@ -122,7 +122,9 @@ def _remembered(r: redis.Redis, key: str, digest: str, header: Header) -> Ack | 
         return None
     stored = orjson.loads(raw)
     if stored["digest"] != digest:
-        text = f"message control id {header.control_id} was already used for another message: use a new MSH-10"
+        text = (
+            f"message control id {header.control_id} was already used for another message: use a new MSH-10"
+        )
         return build_ack(header, "AE", [Issue(Location("MSH", 1, 10), DUPLICATE_KEY, text)], 409)
     return Ack(stored["text"], stored["code"], stored["http_status"])
 

@@ -31,3 +31,12 @@ def copies(bcr: float | str = 50, abl1: float = 100000, status: str = "F") -> li
         f"NM|BCRABL1-COPIES^BCR-ABL1 copies^L||{bcr}|{{copies}}|||||{status}",
         f"NM|ABL1-COPIES^ABL1 copies^L||{abl1}|{{copies}}|||||{status}",
     ]
+
+
+def oru_groups(patient: str, groups: list[tuple[str, str, list[str]]], control: str = "MSG0001") -> str:
+    """One ORU^R01 with one PID and several OBR groups: (accession, OBR-7, OBX segments)."""
+    segments = [MSH.format(control=control, version="2.5.1"), f"PID|1||{patient}^^^HOSP^MR"]
+    for n, (accession, collected, obx) in enumerate(groups, 1):
+        segments.append(f"OBR|{n}||{accession}^LAB|BCRABL^BCR-ABL1 qPCR^L|||{collected}")
+        segments += [f"OBX|{i}|{seg}" for i, seg in enumerate(obx, 1)]
+    return "\r".join(segments) + "\r"

@@ -7,10 +7,10 @@ import json
 import hl7
 import pytest
 
+from shared.config import load_settings
 from shared.interop.codes import CodeMap, load_code_map
 from shared.interop.hl7_ack import build_ack, build_batch_ack
 from shared.interop.hl7_oru import check_header, hl7_time, parse_oru, read_header
-from shared.config import load_settings
 from shared.interop.hl7v2 import Door, handle_message, to_text
 from tests.interop.hl7_messages import copies, oru
 
@@ -56,7 +56,9 @@ def test_mixed_statuses_name_the_obx():
 def test_undetectable_is_percent_with_control_copies_is_copies_zero():
     obx = ["SN|69380-4^BCR-ABL1/ABL1 IS^LN||<^0.0032|%|||||F", copies()[1]]
     doc = parsed(oru("1", "A", obx)).docs[0]
-    assert doc["bcr_abl1_copies"] == 0.0 and doc["control_copies"] == 100000.0 and doc["control_gene"] == "ABL1"
+    assert (
+        doc["bcr_abl1_copies"] == 0.0 and doc["control_copies"] == 100000.0 and doc["control_gene"] == "ABL1"
+    )
     assert "is_percent" not in doc and "is_percent_below" not in doc
 
 
@@ -139,12 +141,15 @@ def test_escape_sequences_are_unescaped_and_acks_escape():
 
 
 def test_several_obr_groups_and_patients():
-    text = oru("P1", "A1", copies()) + "PID|2||P2^^^HOSP^MR\rOBR|2||A2^LAB||||20240302\r" + "\r".join(
-        f"OBX|{i}|{s}" for i, s in enumerate(copies(bcr=5), 3)
+    text = (
+        oru("P1", "A1", copies())
+        + "PID|2||P2^^^HOSP^MR\rOBR|2||A2^LAB||||20240302\r"
+        + "\r".join(f"OBX|{i}|{s}" for i, s in enumerate(copies(bcr=5), 3))
     )
     p = parsed(text)
     assert [(d["patient_id"], d["result_id"], d["bcr_abl1_copies"]) for d in p.docs] == [
-        ("P1", "A1", 50.0), ("P2", "A2", 5.0)
+        ("P1", "A1", 50.0),
+        ("P2", "A2", 5.0),
     ]
     assert p.where[1]["patient_id"].erl() == "PID^2^3" and p.where[1]["result_id"].erl() == "OBR^2^3"
 
@@ -165,7 +170,9 @@ def test_acks():
 DOOR = Door("tests", "unit")
 
 
-@pytest.mark.parametrize("raw", [b"", b"hello", b"MSH", b"\x00\xff\xfe", b"PID|1||x\r", b"MSH|^~\\&|" + b"|" * 50])
+@pytest.mark.parametrize(
+    "raw", [b"", b"hello", b"MSH", b"\x00\xff\xfe", b"PID|1||x\r", b"MSH|^~\\&|" + b"|" * 50]
+)
 def test_garbage_is_answered_ar_without_touching_the_store(raw):
     ack = handle_message(None, None, raw, DOOR, load_settings(), CodeMap())  # type: ignore[arg-type]
     assert ack.code == "AR" and ack.http_status == 400
