@@ -7,6 +7,7 @@ import json
 import uuid
 
 from shared import keys
+from shared.ops import audit_entries
 from tests.conftest import SCOPED_KEYS
 from tests.interop.hl7_messages import copies, oru, oru_groups
 from tests.support import register, result, wait_status
@@ -77,9 +78,8 @@ def test_an_oru_changes_the_status_as_the_equivalent_json_does(client, r):
     stored = {p: sorted((_strip(json.loads(v), names) for v in r.hvals(keys.results(p))),
                         key=lambda d: d["result_id"]) for p in (by_json, by_hl7)}  # fmt: skip
     assert stored[by_json] == stored[by_hl7]
-    audit = r.xrevrange(keys.AUDIT, count=50)
-    entry = next(f for _, f in audit if f"H1-{run}".encode() in b"".join(f.values()))
-    assert b"POST /v1/hl7v2 ORU^R01" in b"".join(entry.values())
+    entry = next(e for e in audit_entries(r, 50, None) if f"H1-{run}" in e.get("result_ids", []))
+    assert (entry["who"], entry["what"]) == ("tests", "POST /v1/hl7v2 ORU^R01")
 
 
 def test_refusals_name_segment_and_field(client, pid):
