@@ -10,6 +10,7 @@ from shared import keys
 from shared.ops import audit_entries
 from tests.conftest import SCOPED_KEYS
 from tests.interop.hl7_messages import copies, oru, oru_groups
+from tests.procs import ROOT
 from tests.support import register, result, wait_status
 
 ER7 = "x-application/hl7-v2+er7"
@@ -145,3 +146,19 @@ def test_keys_and_scopes(client, pid):
     writer = next(k for k, scopes in SCOPED_KEYS.items() if scopes == ["results:write"])
     register(client, pid)
     assert post(client, text, headers={"Authorization": f"Bearer {writer}"}).status_code == 200
+
+
+def test_the_readme_example_is_acknowledged_as_the_readme_says(client):
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## HL7 v2 from the lab") :]
+    example = section[section.index("```\nMSH") + 4 : section.index("```", section.index("```\nMSH") + 4)]
+    register(client, "12345")
+    run = uuid.uuid4().hex[:8]
+    # Fresh ids each run: the test Redis outlives one test and result ids are global.
+    text = example.replace("ACC-2024-0001", f"ACC-{run}").replace("MSG0001", f"MSG-{run}")
+    resp = post(client, text)
+    assert resp.status_code == 200 and lines(resp)[1] == f"MSA|AA|MSG-{run}"
+    said = [line.removeprefix("# ") for line in section.splitlines() if line.startswith("# ERR")]
+    assert [line.split("|")[:5] + line.split("|")[8:] for line in lines(resp)[2:]] == [
+        line.split("|")[:5] + line.split("|")[8:] for line in said
+    ]

@@ -135,9 +135,9 @@ def test_other_versions_are_rejected(version):
 def test_escape_sequences_are_unescaped_and_acks_escape():
     text = oru("1", "A", [*copies(), "NM|X\\T\\Y^A\\F\\B^99LAB||1||||||F"])
     p = parsed(text)
-    assert "X&Y^A|B^99LAB" in p.warnings[0].text
+    assert "code X&Y (A|B, 99LAB)" in p.warnings[0].text
     ack = build_ack(p.header, "AA", p.warnings).text
-    assert "X\\T\\Y\\S\\A\\F\\B\\S\\99LAB" in ack and ack.count("\r") == 3
+    assert "code X\\T\\Y (A\\F\\B, 99LAB)" in ack and ack.count("\r") == 3
 
 
 def test_several_obr_groups_and_patients():
