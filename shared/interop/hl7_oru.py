@@ -190,7 +190,8 @@ def _fill(group: _Group, obx: hl7.Segment, seq: int, codes: CodeMap, out: Parsed
     analyte = codes.analyte(code)
     if analyte is None:
         # Never guessed (shared/interop/codes.py): ignored, and named in the ACK as a warning.
-        text = f"OBX-3 code {code or '(empty)'} ({get(obx, 3, 2)}, {system}) is not one this service knows: ignored"
+        named = f"OBX-3 code {code or '(empty)'} ({get(obx, 3, 2)}, {system})"
+        text = f"{named} is not one this service knows: ignored"
         out.warnings.append(Issue(Location("OBX", seq, 3), TABLE_VALUE_NOT_FOUND, text, "W"))
         return
     group.statuses.append((get(obx, 11), seq))
