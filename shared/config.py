@@ -69,6 +69,9 @@ class Settings:
     mllp_host: str = "127.0.0.1"
     mllp_port: int = 2575
     mllp_caller: str = "mllp"
+    # A message must arrive whole within this many seconds of the last one (an idle or stalled connection
+    # is closed: engines reconnect), so a silent peer cannot hold a connection forever.
+    mllp_read_timeout_s: float = 300.0
 
 
 def load_settings() -> Settings:
@@ -97,4 +100,5 @@ def load_settings() -> Settings:
         mllp_host=os.environ.get("MLLP_HOST", "127.0.0.1"),
         mllp_port=_int("MLLP_PORT", 2575),
         mllp_caller=os.environ.get("MLLP_CALLER", "mllp"),
+        mllp_read_timeout_s=_float("MLLP_READ_TIMEOUT_S", 300.0),
     )

@@ -39,6 +39,8 @@ Global:
 ``cml:metrics:tasks``                  hash    task counters and latency histogram (Prometheus export)
 ``cml:ratelimit...``                   (flask-limiter's own keys, per API key)
 ``cml:idem:<key id>:<Idempotency-Key>`` string  a batch post's request hash and response (expires)
+``cml:hl7ack:<caller>:<sender>:<id>`` string  the AA answered to an HL7 v2 message (MSH-3^MSH-4 sender, MSH-10
+                                               id) and its content hash, for re-sends (expires)
 ``cml:wl:ids``                         zset    every registered patient id, score 0 (pages by id, ZRANGEBYLEX)
 ``cml:wl:rows``                        hash    patient id -> worklist row (JSON: level, ELN, actions, due)
 ``cml:wl:due``                         zset    patient id -> next sample due (date ordinal)
@@ -127,6 +129,13 @@ def patient_key_parts() -> tuple[str, str]:
 def idempotency(caller: str, idempotency_key: str) -> str:
     # The caller's name is length-prefixed: names may hold ':', and ("a", "b:c") must not meet ("a:b", "c").
     return f"{PREFIX}idem:{len(caller)}:{caller}:{idempotency_key}"
+
+
+def hl7_ack(caller: str, sender: str, control_id: str) -> str:
+    """The ACK remembered for an HL7 v2 message (shared/interop/hl7v2.py). Length-prefixed parts, as in
+    idempotency(): caller, sender and control id may each hold ':'."""
+    parts = ":".join(f"{len(p)}:{p}" for p in (caller, sender, control_id))
+    return f"{PREFIX}hl7ack:{parts}"
 
 
 def timeline(patient_id: str) -> str:

@@ -27,7 +27,7 @@ def test_redis_keeps_an_aof_on_a_volume():
 
 def test_every_service_has_a_health_check_and_restarts():
     services = compose()["services"]
-    for name in ("redis", "api", "worker", "nginx"):
+    for name in ("redis", "api", "worker", "nginx", "mllp"):
         assert services[name]["healthcheck"]["test"], name
         assert services[name]["restart"] == "unless-stopped", name
 
@@ -75,7 +75,7 @@ def test_only_nginx_is_published_and_it_proxies_to_the_api():
     """Slow clients (README, "Operations"): the host reaches nginx, never gunicorn directly."""
     services = compose()["services"]
     published = {name for name, svc in services.items() if svc.get("ports")}
-    assert published == {"nginx", "flower"}
+    assert published == {"nginx", "flower", "mllp"}
     nginx = services["nginx"]
     assert nginx["image"].startswith("nginx:")
     assert nginx["ports"] == ["8000:8080"]  # the README's localhost:8000
@@ -99,3 +99,20 @@ def test_nginx_buffers_and_bounds_requests_as_the_api_does():
         assert f"error_page {code} /_problem/{code};" in conf
         assert f"location = /_problem/{code} {{" in conf
     assert "error_page 494 =431 /_problem/431;" in conf
+
+
+def test_mllp_listener_service():
+    """The MLLP listener: the app's image, the standard command, the test Redis's wiring, its port on the
+    host's loopback only (an MLLP port has no authentication; README, "HL7 v2 from the lab")."""
+    services = compose()["services"]
+    mllp = services["mllp"]
+    assert mllp["build"] == services["worker"]["build"] == services["api"]["build"]
+    assert mllp["command"] == ["python", "-m", "services.mllp"]
+    env = mllp["environment"]
+    assert env["REDIS_URL"] == "redis://redis:6379/0" and env["MLLP_HOST"] == "0.0.0.0"
+    assert env["MLLP_CALLER"] and int(env["MLLP_PORT"]) == load_settings().mllp_port == 2575
+    assert mllp["ports"] == ["127.0.0.1:2575:2575"]
+    assert mllp["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert mllp["restart"] == "unless-stopped"
+    assert (ROOT / "services" / "mllp" / "__main__.py").exists()
+    assert load_settings().mllp_host == "127.0.0.1"  # outside a container: loopback unless told otherwise

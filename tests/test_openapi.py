@@ -60,12 +60,17 @@ DEAD_LETTERS = "/v1/ops/dead-letters"
 RETRY = "/v1/ops/dead-letters/{kind}/{item_id}/retry"
 METRICS = "/metrics"
 PNG, SVG, TEXT = "image/png", "image/svg+xml", "text/plain"
+HL7V2, ER7 = "/v1/hl7v2", "x-application/hl7-v2+er7"
 REGISTRATION = {"cohorts": ["ACTIM"], "enrolled_on": "2023-01-10", "tki": "Imatinib",
                 "tki_started_on": "2019-06-01", "dose_mg": 400}  # fmt: skip
 
 
 def _json_loads(value: bytes, **parameters: str) -> Any:
     return json.loads(value)
+
+
+def _text(value: bytes | str, **parameters: str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +81,7 @@ def spec() -> dict:
 @pytest.fixture(scope="module")
 def openapi() -> OpenAPI:
     # openapi-core only knows how to parse application/json; problem documents are JSON too.
-    config = Config(extra_media_type_deserializers={PROBLEM: _json_loads})
+    config = Config(extra_media_type_deserializers={PROBLEM: _json_loads, ER7: _text, TEXT: _text})
     return OpenAPI.from_file_path(str(SPEC_PATH), config=config)
 
 
@@ -105,7 +110,8 @@ class Exchanges:
         **kw,
     ) -> TestResponse:
         """Send; check the status and media type; validate the response (and the request: conforming or
-        not). ``mimetype`` is the media type a success must have (problems are always problem+json)."""
+        not). ``mimetype`` is the media type a success must have; errors are problem+json, but for an
+        operation answering another media type (HL7 v2's ACK) whatever status it documents with it."""
         kw["headers"] = {"Authorization": f"Bearer {self.key}", **kw.get("headers", {})}
         resp = self.client.open(path, method=method, **kw)
         assert resp.status_code == status, resp.get_data(as_text=True)
@@ -117,7 +123,7 @@ class Exchanges:
         elif valid_request is False:
             with pytest.raises(OpenAPIError):
                 self.openapi.validate_request(request)
-        if status >= 400:
+        if status >= 400 and mimetype == JSON:
             assert resp.mimetype == PROBLEM
             assert resp.get_json()["status"] == status
         else:
@@ -263,20 +269,23 @@ def _examples(spec: dict):
         for method, op in item.items():
             if method not in METHODS or "requestBody" not in op:
                 continue
-            media = op["requestBody"]["content"][JSON]
+            content = op["requestBody"]["content"]
+            media_type = JSON if JSON in content else next(iter(content))
+            media = content[media_type]
             found = {"example": media["example"]} if "example" in media else {}
             found |= {name: ex["value"] for name, ex in media.get("examples", {}).items()}
             assert found, f"{method.upper()} {path} has no request example"
             for name, value in found.items():
                 path = path.replace("{patient_id}", "P-000042").replace("{cohort_id}", "ACTIM")
-                yield method, path, name, value
+                yield method, path, name, value, media_type
 
 
 def test_request_examples_conform_to_their_schemas(spec, openapi):
     examples = list(_examples(spec))
-    assert len(examples) >= 7
-    for method, path, name, value in examples:
-        request = EnvironBuilder(path=path, method=method, json=value, headers=AUTH).get_request()
+    assert len(examples) >= 8
+    for method, path, name, value, media_type in examples:
+        body = {"json": value} if media_type == JSON else {"data": value, "content_type": media_type}
+        request = EnvironBuilder(path=path, method=method, headers=AUTH, **body).get_request()
         try:
             openapi.validate_request(WerkzeugOpenAPIRequest(request))
         except OpenAPIError as exc:
@@ -543,6 +552,35 @@ def test_assay_results_conform(call, pid):
     call("POST", RESULTS, RESULTS, 413, valid_request=False, data=huge, content_type=JSON)
 
     call.assert_covered("POST", RESULTS, NEVER_TRIGGERED | {"503"})
+
+
+def _oru(pid: str, accession: str, control: str, copies: str = "50", status: str = "F") -> str:
+    return (
+        f"MSH|^~\\&|LAB|HOSP|CML|HOSP|20240301090000||ORU^R01|{control}|P|2.5.1\r"
+        f"PID|1||{pid}^^^HOSP^MR\rOBR|1||{accession}^LAB||||20240301\r"
+        f"OBX|1|NM|BCRABL1-COPIES^^L||{copies}||||||{status}\rOBX|2|NM|ABL1-COPIES^^L||100000||||||{status}\r"
+    )
+
+
+def test_hl7v2_conforms(call, pid):
+    """Each documented answer of POST /v1/hl7v2: the ACK as the request's media type, problems for what
+    the app refuses before reading a message (media type, size)."""
+    register(call.client, pid)
+    run = uuid.uuid4().hex[:8]
+
+    def send(status: int, text: str, media: str = ER7, **kw) -> str:
+        resp = call("POST", HL7V2, HL7V2, status, mimetype=media, data=text, content_type=media, **kw)
+        return resp.get_data(as_text=True)
+
+    assert "MSA|AA|A-" in send(200, _oru(pid, f"X-{run}", f"A-{run}"))
+    assert "MSA|AA|T-" in send(200, _oru(pid, f"Y-{run}", f"T-{run}"), TEXT)
+    assert "MSA|AE|" in send(409, _oru(pid, f"X-{run}", f"B-{run}", copies="7"))
+    assert "MSA|AE|" in send(422, _oru(pid, f"Z-{run}", f"C-{run}", status="P"))
+    assert "MSA|AR|" in send(400, "not a message", TEXT)
+    call("POST", HL7V2, HL7V2, 415, valid_request=False, json={"message": "MSH"})
+    big = "MSH|" + "x" * (3 * 1024 * 1024)
+    call("POST", HL7V2, HL7V2, 413, data=big, content_type=ER7)
+    call.assert_covered("POST", HL7V2, NEVER_TRIGGERED | {"503"})
 
 
 def test_worklist_conforms(call, pid):
@@ -852,6 +890,7 @@ def _requests(pid: str) -> dict[tuple[str, str], tuple[str, dict]]:
         ("get", WORKLIST): (WORKLIST, {}),
         ("get", TIMELINE): (f"/v1/patients/{pid}/results", {}),
         ("post", RESULTS): (RESULTS, {"json": result(pid)}),
+        ("post", HL7V2): (HL7V2, {"data": _oru(pid, f"R-{pid}", f"C-{pid}"), "content_type": ER7}),
         ("get", TASK): (f"/v1/tasks/{uuid.uuid4().hex}", {}),
         ("get", COHORTS): (COHORTS, {}),
         ("put", COHORT): (f"/v1/cohorts/{cohort}", {"json": {}}),
@@ -1121,6 +1160,11 @@ def test_store_down_answers_documented_503s(openapi, spec, pid):
         assert int(resp.headers["Retry-After"]) > 0
     not_ready = call("GET", "/readyz", "/readyz", 503).get_json()
     assert not_ready["checks"]["redis"]["ok"] is False
+    # HL7 v2 answers its ACK, AR, saying the message was not stored (the engine re-sends it).
+    message = _oru(pid, f"R-{pid}", "C-503")
+    ack = call("POST", HL7V2, HL7V2, 503, mimetype=ER7, data=message, content_type=ER7)
+    assert "MSA|AR|C-503" in ack.get_data(as_text=True) and "NOT stored" in ack.get_data(as_text=True)
+    assert int(ack.headers["Retry-After"]) > 0
     assert call.statuses("503") == documenting(spec, "503")
     # /metrics still answers, with the process's request metrics and without those kept in Redis.
     text = call("GET", METRICS, METRICS, 200, mimetype=TEXT).get_data(as_text=True)

@@ -25,6 +25,15 @@ CHECKS = [
     response_schema_conformance,
 ]
 
+# POST /v1/hl7v2 takes and answers ER7 text (x-application/hl7-v2+er7): sent and read as plain text.
+ER7 = "x-application/hl7-v2+er7"
+schemathesis.serializer.alias(ER7, "text/plain")
+
+
+@schemathesis.deserializer(ER7)
+def _er7(ctx, response) -> str:
+    return response.content.decode("utf-8", "replace")
+
 
 @pytest.fixture
 def api_schema(app, worker):

@@ -17,6 +17,7 @@ from services.api.observability import init_observability
 from services.api.ratelimit import init_rate_limits
 from services.api.server_errors import install as install_server_errors
 from shared.config import Settings, load_settings
+from shared.interop.codes import load_code_map
 from shared.queue import make_celery
 from shared.store import connect_for_requests
 
@@ -33,6 +34,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         redis=connect_for_requests(settings.redis_url),
         celery=make_celery(settings, "cml-api", request_path=True),
     )
+    app.extensions["cml.hl7_codes"] = load_code_map(settings.lab_codes_file)
     register_error_handlers(app)
     install_server_errors()  # gunicorn's own 400/414/431 answers as problem+json too
     init_observability(app)
@@ -42,9 +44,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     init_auth(app, keys)  # before the limiter: its key is the authenticated caller
     init_rate_limits(app, settings)
 
-    from services.api import cohorts, docs, health, ops, patients, results, tasks
+    from services.api import cohorts, docs, health, hl7v2, ops, patients, results, tasks
 
-    for module in (health, docs, patients, results, tasks, cohorts, ops):
+    for module in (health, docs, patients, results, hl7v2, tasks, cohorts, ops):
         app.register_blueprint(module.bp)
     docs.check_assets()
     return app

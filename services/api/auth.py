@@ -37,6 +37,7 @@ PUBLIC = frozenset(
 # Endpoint -> scopes any of which grants access. One table, so the policy reads in one place.
 REQUIRED: dict[str, frozenset[str]] = {
     "results.post_results": frozenset({"results:write"}),
+    "hl7v2.post_hl7v2": frozenset({"results:write"}),
     "patients.put_patient": frozenset({"results:write"}),
     "patients.post_events": frozenset({"results:write"}),
     "patients.get_status": frozenset({"status:read"}),
