@@ -42,8 +42,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     init_auth(app, keys)  # before the limiter: its key is the authenticated caller
     init_rate_limits(app, settings)
 
-    from services.api import cohorts, health, ops, patients, results, tasks
+    from services.api import cohorts, fhir, health, ops, patients, results, tasks
 
-    for module in (health, patients, results, tasks, cohorts, ops):
+    for module in (health, patients, results, tasks, cohorts, ops, fhir):
         app.register_blueprint(module.bp)
     return app
