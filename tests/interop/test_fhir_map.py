@@ -77,8 +77,10 @@ def test_copies_are_the_result_and_the_control_gene_comes_from_the_code():
 
 
 def test_undetectable_with_control_copies_is_scored_as_zero_copies():
-    resource = obs(valueQuantity={"value": 0.001, "comparator": "<", "unit": "%"},
-                   interpretation=[{"coding": [{"system": INTERPRETATION_SYSTEM, "code": "ND"}]}])  # fmt: skip
+    resource = obs(
+        valueQuantity={"value": 0.001, "comparator": "<", "unit": "%"},
+        interpretation=[{"coding": [{"system": INTERPRETATION_SYSTEM, "code": "ND"}]}],
+    )
     doc = doc_of(resource)
     assert doc["bcr_abl1_copies"] == 0.0 and "is_percent" not in doc and "is_percent_below" not in doc
     json_doc = {**doc, "bcr_abl1_copies": 0}
@@ -242,8 +244,10 @@ def test_scored_document_round_trips_through_an_observation(sent):
         assert out["status"] == "entered-in-error" and "interpretation" not in out
         return
     level = score_result(doc).classification.level
-    assert out["interpretation"][0] == {"coding": [{"system": RESPONSE_SYSTEM, "code": level, "display": level}],
-                                        "text": level}  # fmt: skip
+    assert out["interpretation"][0] == {
+        "coding": [{"system": RESPONSE_SYSTEM, "code": level, "display": level}],
+        "text": level,
+    }
     codes = [c["code"]["coding"][0]["code"] for c in out["component"]]
     assert "MR-VALUE" in codes and "SENSITIVITY-IS" in codes
     undetectable = not score_result(doc).classification.detectable
