@@ -248,9 +248,9 @@ def _quantity(q: dict, analyte: Analyte, where: str, errors: _Errors) -> tuple[f
 def _measurements(resource: dict, base: str, codes: CodeMap, notes: list[Issue], errors: _Errors) -> list:
     """[(analyte, value, below, FHIRPath)] of the main value and the components, unmapped codes noted."""
     found = []
-    elements = [(resource, base, True)]
-    elements += [(c, f"{base}.component[{i}]", False) for i, c in enumerate(resource.get("component") or [])]
-    for element, where, is_main in elements:
+    elements = [(resource, base)]
+    elements += [(c, f"{base}.component[{i}]") for i, c in enumerate(resource.get("component") or [])]
+    for element, where in elements:
         analyte, seen = analyte_of(element.get("code"), codes)
         has_value = bool(_values(element))
         if analyte is None:
@@ -264,7 +264,7 @@ def _measurements(resource: dict, base: str, codes: CodeMap, notes: list[Issue],
                             "a value the service derives itself: ignored",
                         )
                     )
-            elif has_value or not is_main:
+            else:  # named even without a value (a panel's code): nothing unknown passes silently
                 notes.append(
                     Issue(
                         "warning",

@@ -65,9 +65,11 @@ def test_copies_are_the_result_and_the_control_gene_comes_from_the_code():
         component=[component("GUSB-COPIES", 80000), component("BCRABL1-COPIES", 40), component("IS-CF", 0.9)],
     )
     mapped = observation_to_document(resource, CODES)
-    assert mapped.doc | {} == {**mapped.doc, "control_gene": "GUSB", "control_copies": 80000.0,
-                               "bcr_abl1_copies": 40.0, "conversion_factor": 0.9}  # fmt: skip
-    assert "is_percent" not in mapped.doc
+    assert mapped.doc == {"result_id": "LAB-1", "patient_id": "P-1", "collected_at": "2024-04-02",
+                          "status": "final", "control_gene": "GUSB", "control_copies": 80000.0,
+                          "bcr_abl1_copies": 40.0, "conversion_factor": 0.9}  # fmt: skip
+    # The panel code is not ours: ignored and named.
+    assert [(n.severity, n.expression) for n in mapped.notes] == [("warning", "Observation.code")]
     # With an IS% beside the copies, the copies are stored and the answer says the IS% is not.
     both = observation_to_document(
         obs(component=[component("ABL1-COPIES", 1e5), component("BCRABL1-COPIES", 5)]), CODES
