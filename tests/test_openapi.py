@@ -38,6 +38,7 @@ from tests.support import register, result, wait_status
 SPEC_PATH = Path(__file__).resolve().parents[1] / "openapi.yaml"
 JSON = "application/json"
 PROBLEM = "application/problem+json"
+FHIR = "application/fhir+json"  # FHIR routes answer errors as OperationOutcome (services/api/fhir.py)
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 NEVER_TRIGGERED = {"500"}  # the catch-all handler; no request makes the app fail on purpose
 GUARDED = {"401", "403", "429"}  # answered before the route runs; covered per operation by their own tests
@@ -59,6 +60,12 @@ AUDIT = "/v1/ops/audit"
 DEAD_LETTERS = "/v1/ops/dead-letters"
 RETRY = "/v1/ops/dead-letters/{kind}/{item_id}/retry"
 METRICS = "/metrics"
+FHIR_BASE, FHIR_OBS, FHIR_READ, FHIR_META = (
+    "/fhir",
+    "/fhir/Observation",
+    "/fhir/Observation/{result_id}",
+    "/fhir/metadata",
+)
 PNG, SVG, TEXT = "image/png", "image/svg+xml", "text/plain"
 HL7V2, ER7 = "/v1/hl7v2", "x-application/hl7-v2+er7"
 REGISTRATION = {"cohorts": ["ACTIM"], "enrolled_on": "2023-01-10", "tki": "Imatinib",
@@ -81,7 +88,9 @@ def spec() -> dict:
 @pytest.fixture(scope="module")
 def openapi() -> OpenAPI:
     # openapi-core only knows how to parse application/json; problem documents are JSON too.
-    config = Config(extra_media_type_deserializers={PROBLEM: _json_loads, ER7: _text, TEXT: _text})
+    config = Config(
+        extra_media_type_deserializers={PROBLEM: _json_loads, FHIR: _json_loads, ER7: _text, TEXT: _text}
+    )
     return OpenAPI.from_file_path(str(SPEC_PATH), config=config)
 
 
@@ -123,7 +132,9 @@ class Exchanges:
         elif valid_request is False:
             with pytest.raises(OpenAPIError):
                 self.openapi.validate_request(request)
-        if status >= 400 and mimetype == JSON:
+        if status >= 400 and template.startswith("/fhir"):
+            assert resp.mimetype == FHIR and resp.get_json()["resourceType"] == "OperationOutcome"
+        elif status >= 400 and mimetype == JSON:
             assert resp.mimetype == PROBLEM
             assert resp.get_json()["status"] == status
         else:
@@ -140,6 +151,16 @@ class Exchanges:
     def statuses(self, status: str) -> set[tuple[str, str]]:
         """The operations this exchange got ``status`` from."""
         return {(m, t) for m, t, s in self.seen if s == status}
+
+
+def problem(resp: TestResponse) -> dict:
+    """The problem an answer carries: problem+json as is; an OperationOutcome (under /fhir) carries the
+    problem type in issue.details.coding and the detail in diagnostics."""
+    body = resp.get_json()
+    if body.get("resourceType") != "OperationOutcome":
+        return body
+    issue = body["issue"][0]
+    return {"type": f"/problems/{issue['details']['coding'][0]['code']}", "detail": issue["diagnostics"]}
 
 
 def documenting(spec: dict, status: str) -> set[tuple[str, str]]:
@@ -277,6 +298,8 @@ def _examples(spec: dict):
             assert found, f"{method.upper()} {path} has no request example"
             for name, value in found.items():
                 path = path.replace("{patient_id}", "P-000042").replace("{cohort_id}", "ACTIM")
+                if (method, path) == ("put", FHIR_OBS):
+                    path += "?identifier=LAB-2024-000123"  # a conditional update names its identifier
                 yield method, path, name, value, media_type
 
 
@@ -284,7 +307,10 @@ def test_request_examples_conform_to_their_schemas(spec, openapi):
     examples = list(_examples(spec))
     assert len(examples) >= 8
     for method, path, name, value, media_type in examples:
-        body = {"json": value} if media_type == JSON else {"data": value, "content_type": media_type}
+        if media_type in (JSON, FHIR):
+            body = {"data": json.dumps(value), "content_type": media_type}
+        else:
+            body = {"data": value, "content_type": media_type}
         request = EnvironBuilder(path=path, method=method, headers=AUTH, **body).get_request()
         try:
             openapi.validate_request(WerkzeugOpenAPIRequest(request))
@@ -877,6 +903,89 @@ def test_cohort_compare_and_list_conform(call, two_cohorts):
     call.assert_covered("GET", COHORTS, NEVER_TRIGGERED | {"503"})
 
 
+# --- FHIR R4 ---------------------------------------------------------------------------------------
+
+
+def _fhir(body: object) -> dict:
+    return {"data": json.dumps(body), "content_type": FHIR}
+
+
+def _observation(pid: str, result_id: str, status: str = "final", copies: float = 50) -> dict:
+    def component(code: str, value: float) -> dict:
+        system = "https://cml-response.org/fhir/CodeSystem/bcr-abl1-qpcr"
+        return {"code": {"coding": [{"system": system, "code": code}]}, "valueQuantity": {"value": value}}
+
+    return {
+        "resourceType": "Observation", "status": status, "identifier": [{"value": result_id}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "69380-4"}]},
+        "subject": {"reference": f"Patient/{pid}"}, "effectiveDateTime": "2024-03-01",
+        "component": [component("ABL1-COPIES", 100000), component("BCRABL1-COPIES", copies)],
+    }  # fmt: skip
+
+
+def _bundle(kind: str, *resources: dict) -> dict:
+    entries = [{"resource": o, "request": {"method": "POST", "url": "Observation"}} for o in resources]
+    return {"resourceType": "Bundle", "type": kind, "entry": entries}
+
+
+def test_fhir_conforms(call, pid):
+    """Every documented answer of the FHIR routes, OperationOutcomes included."""
+    register(call.client, pid)
+    meta = call("GET", FHIR_META, FHIR_META, 200, mimetype=FHIR, headers={"Authorization": ""})
+    assert meta.get_json()["fhirVersion"] == "4.0.1"
+
+    rid = f"R-{uuid.uuid4().hex}"
+    created = call("POST", FHIR_OBS, FHIR_OBS, 201, mimetype=FHIR, **_fhir(_observation(pid, rid)))
+    assert created.headers["Location"] == f"/fhir/Observation/{rid}"
+    call("POST", FHIR_OBS, FHIR_OBS, 200, mimetype=FHIR, **_fhir(_observation(pid, rid)))
+    call("POST", FHIR_OBS, FHIR_OBS, 409, **_fhir(_observation(pid, rid, copies=7)))
+    call("POST", FHIR_OBS, FHIR_OBS, 422, **_fhir(_observation(pid, rid, status="preliminary")))
+    call("POST", FHIR_OBS, FHIR_OBS, 400, **_fhir({**_observation(pid, rid), "status": "done"}))
+    call("POST", FHIR_OBS, FHIR_OBS, 415, valid_request=False, data="x", content_type="text/plain")
+    big = _fhir({**_observation(pid, rid), "note": [{"text": "x" * (3 * 1024 * 1024)}]})
+    call("POST", FHIR_OBS, FHIR_OBS, 413, **big)
+
+    put = f"{FHIR_OBS}?identifier={rid}-2"
+    call("PUT", put, FHIR_OBS, 201, mimetype=FHIR, **_fhir(_observation(pid, f"{rid}-2")))
+    call("PUT", put, FHIR_OBS, 200, mimetype=FHIR, **_fhir(_observation(pid, f"{rid}-2", "amended", 5)))
+    call("PUT", put, FHIR_OBS, 409, **_fhir(_observation(pid, f"{rid}-2", copies=9)))
+    call("PUT", put, FHIR_OBS, 400, **_fhir(_observation(pid, f"{rid}-3")))
+    call("PUT", put, FHIR_OBS, 422, **_fhir(_observation(f"{pid}-nobody", f"{rid}-2")))
+    call("PUT", put, FHIR_OBS, 415, valid_request=False, data="x", content_type="text/plain")
+    call("PUT", put, FHIR_OBS, 413, **big)
+
+    done = call(
+        "POST",
+        FHIR_BASE,
+        FHIR_BASE,
+        200,
+        mimetype=FHIR,
+        **_fhir(_bundle("batch", _observation(pid, f"{rid}-4"))),
+    )
+    assert done.get_json()["type"] == "batch-response"
+    tx = _bundle("transaction", _observation(pid, f"{rid}-5"), _observation(pid, rid, copies=8))
+    conflict = call("POST", FHIR_BASE, FHIR_BASE, 409, **_fhir(tx))
+    assert conflict.get_json()["issue"][0]["expression"] == ["Bundle.entry[1].resource.identifier[0].value"]
+    tx = _bundle("transaction", _observation(pid, f"{rid}-5"), _observation(pid, f"{rid}-6", "preliminary"))
+    call("POST", FHIR_BASE, FHIR_BASE, 422, **_fhir(tx))
+    call("POST", FHIR_BASE, FHIR_BASE, 400, **_fhir({"resourceType": "Bundle", "type": "transaction"}))
+    call("POST", FHIR_BASE, FHIR_BASE, 415, valid_request=False, data="x", content_type="text/plain")
+    over = _bundle("transaction", *[_observation(pid, f"{rid}-{i}") for i in range(1001)])
+    call("POST", FHIR_BASE, FHIR_BASE, 413, **_fhir(over))
+
+    wait_status(call.client, pid, lambda d: d["results_count"] == 3)
+    found = call("GET", f"{FHIR_OBS}?patient={pid}&date=ge2024-01-01&_count=10", FHIR_OBS, 200, mimetype=FHIR)
+    assert found.get_json()["total"] == 3
+    call("GET", f"{FHIR_OBS}?patient={pid}&date=2024", FHIR_OBS, 400, valid_request=False)
+    read = call("GET", f"{FHIR_OBS}/{rid}", FHIR_READ, 200, mimetype=FHIR).get_json()
+    assert read["interpretation"][0]["text"] == "MMR"
+    call("GET", f"{FHIR_OBS}/{rid}-none", FHIR_READ, 404)
+
+    for method, template in (("POST", FHIR_OBS), ("PUT", FHIR_OBS), ("POST", FHIR_BASE), ("GET", FHIR_OBS),
+                             ("GET", FHIR_READ), ("GET", FHIR_META)):  # fmt: skip
+        call.assert_covered(method, template, NEVER_TRIGGERED | {"503"})
+
+
 # --- authentication, rate limits, idempotency keys, ops ------------------------------------------------
 
 
@@ -902,6 +1011,11 @@ def _requests(pid: str) -> dict[tuple[str, str], tuple[str, dict]]:
         ("get", DEAD_LETTERS): (DEAD_LETTERS, {}),
         ("post", RETRY): (f"/v1/ops/dead-letters/patient/{pid}/retry", {}),
         ("get", METRICS): (METRICS, {}),
+        ("post", FHIR_BASE): (FHIR_BASE, _fhir(_bundle("transaction", _observation(pid, "R-auth")))),
+        ("post", FHIR_OBS): (FHIR_OBS, _fhir(_observation(pid, "R-auth"))),
+        ("put", FHIR_OBS): (f"{FHIR_OBS}?identifier=R-auth", _fhir(_observation(pid, "R-auth"))),
+        ("get", FHIR_OBS): (f"{FHIR_OBS}?patient={pid}", {}),
+        ("get", FHIR_READ): (f"{FHIR_OBS}/R-auth", {}),
     }
 
 
@@ -924,13 +1038,13 @@ def test_no_key_unknown_key_and_missing_scope_conform(call, spec, pid):
             headers = {"Authorization": header}
             resp = call(method, path, template, 401, valid_request=conforming, headers=headers, **kw)
             assert resp.headers["WWW-Authenticate"] == 'Bearer realm="cml"'
-            assert resp.get_json()["type"] == "/problems/unauthorized"
+            assert problem(resp)["type"] == "/problems/unauthorized"
         for key, (scope,) in SCOPED_KEYS.items():
             if scope in roles:
                 continue
             refused = call(method, path, template, 403, headers={"Authorization": f"Bearer {key}"}, **kw)
-            assert refused.get_json()["type"] == "/problems/forbidden"
-            assert all(role in refused.get_json()["detail"] for role in roles)
+            assert problem(refused)["type"] == "/problems/forbidden"
+            assert all(role in problem(refused)["detail"] for role in roles)
     assert call.statuses("401") == call.statuses("403") == set(requests)
     # The probes need no key.
     call("GET", "/healthz", "/healthz", 200, headers={"Authorization": ""})
@@ -964,7 +1078,7 @@ def test_rate_limits_conform(openapi, spec, redis_url, monkeypatch, pid):
         # A fixed window may roll over between requests: keep on until the limit bites.
         assert any(status_of(method, path, kw) == 429 for _ in range(3)), template
         limited = call(method, path, template, 429, **kw)
-        assert limited.get_json()["type"] == "/problems/rate-limited"
+        assert problem(limited)["type"] == "/problems/rate-limited"
         assert int(limited.headers["Retry-After"]) > 0
     assert call.statuses("429") == documenting(spec, "429") == set(_requests(pid))
 
@@ -1154,9 +1268,14 @@ def test_store_down_answers_documented_503s(openapi, spec, pid):
         call("GET", DEAD_LETTERS, DEAD_LETTERS, 503),
         call("POST", f"/v1/ops/dead-letters/patient/{pid}/retry", RETRY, 503),
         call("POST", RESULTS, RESULTS, 503, json=result(pid), headers={"Idempotency-Key": "k-1"}),
+        call("POST", FHIR_BASE, FHIR_BASE, 503, **_fhir(_bundle("transaction", _observation(pid, "R-1")))),
+        call("POST", FHIR_OBS, FHIR_OBS, 503, **_fhir(_observation(pid, "R-1"))),
+        call("PUT", f"{FHIR_OBS}?identifier=R-1", FHIR_OBS, 503, **_fhir(_observation(pid, "R-1"))),
+        call("GET", f"{FHIR_OBS}?patient={pid}", FHIR_OBS, 503),
+        call("GET", f"{FHIR_OBS}/R-1", FHIR_READ, 503),
     ]
     for resp in answers:
-        assert resp.get_json()["type"] == "/problems/store-unavailable"
+        assert problem(resp)["type"] == "/problems/store-unavailable"
         assert int(resp.headers["Retry-After"]) > 0
     not_ready = call("GET", "/readyz", "/readyz", 503).get_json()
     assert not_ready["checks"]["redis"]["ok"] is False

@@ -8,9 +8,9 @@ and compares them in constant time. Configuration (one of):
 - ``API_KEYS_FILE``: a file holding such an object (store digests there, not keys).
 
 ``python -m services.api.auth new --scopes results:write,status:read --name epic`` prints a new key
-and its digest. Every route but /healthz, /readyz and the API reference (/docs, /openapi.yaml)
-needs a key: 401 without a valid one, 403 when the key lacks the route's scope. Unmapped routes are
-refused (deny by default).
+and its digest. Every route but /healthz, /readyz, the API reference (/docs, /openapi.yaml) and
+/fhir/metadata needs a key: 401 without a valid one, 403 when the key lacks the route's scope.
+Unmapped routes are refused (deny by default).
 """
 
 from __future__ import annotations
@@ -29,10 +29,15 @@ from flask import Flask, g, request
 from services.api.errors import Problem
 
 SCOPES = ("results:write", "status:read", "cohorts:write", "ops:read")
-# The probes, and the API reference (/docs, its assets and /openapi.yaml: no patient data).
+# The probes, the API reference (/docs, its assets and /openapi.yaml) and the FHIR CapabilityStatement,
+# which FHIR servers publish so that clients can discover them
+# (http://hl7.org/fhir/R4/http.html#capabilities): none holds patient data.
 PUBLIC = frozenset(
-    {"health.healthz", "health.readyz", "docs.docs_page", "docs.docs_asset", "docs.openapi_yaml", "static"}
-)
+    {
+        "health.healthz", "health.readyz", "docs.docs_page", "docs.docs_asset", "docs.openapi_yaml",
+        "fhir.metadata", "static",
+    }
+)  # fmt: skip
 
 # Endpoint -> scopes any of which grants access. One table, so the policy reads in one place.
 REQUIRED: dict[str, frozenset[str]] = {
@@ -55,6 +60,12 @@ REQUIRED: dict[str, frozenset[str]] = {
     "ops.dead_letters": frozenset({"ops:read"}),
     "ops.retry_dead_letter": frozenset({"ops:read"}),
     "ops.metrics": frozenset({"ops:read"}),
+    # FHIR R4 (services/api/fhir.py): the same scopes as the JSON routes.
+    "fhir.create": frozenset({"results:write"}),
+    "fhir.conditional_update": frozenset({"results:write"}),
+    "fhir.bundle": frozenset({"results:write"}),
+    "fhir.search": frozenset({"status:read"}),
+    "fhir.read": frozenset({"status:read"}),
 }
 
 

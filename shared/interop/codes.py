@@ -130,3 +130,15 @@ def load_code_map(path: str | None) -> CodeMap:
     ):
         raise LabCodesError(f"LAB_CODES_FILE {path}: must be a JSON object of lab code -> service code")
     return CodeMap(data)
+
+
+# Derived values the service shows on an Observation it sends (FHIR search and read), in its own code
+# system: they are the service's scoring (shared/clinical), never read back from a message.
+MR_VALUE_CODE = "MR-VALUE"  # log10(100 / IS%): the MR value (Cross 2015)
+SENSITIVITY_CODE = "SENSITIVITY-IS"  # the IS% the sample could detect (Cross 2015 sample sensitivity)
+DERIVED_CODES = {
+    MR_VALUE_CODE: ("Molecular response value, log10 reduction from the IS baseline", "1"),
+    SENSITIVITY_CODE: ("Sample sensitivity on the International Scale", "%"),
+}
+# The problem type (services/api/errors.py, /problems/<slug>) an OperationOutcome under /fhir carries.
+PROBLEM_SYSTEM = "https://cml-response.org/problems"

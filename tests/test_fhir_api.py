@@ -1,0 +1,284 @@
+"""FHIR R4 under /fhir through the real app, the real Redis and a real Celery worker (conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.capabilitystatement import CapabilityStatement
+from fhir.resources.R4B.operationoutcome import OperationOutcome
+
+from shared import keys
+from tests.conftest import SCOPED_KEYS
+from tests.support import register, result, wait_status
+
+FHIR = "application/fhir+json"
+LOINC = "http://loinc.org"
+SERVICE = "https://cml-response.org/fhir/CodeSystem/bcr-abl1-qpcr"
+RESPONSE = "https://cml-response.org/fhir/CodeSystem/molecular-response"
+
+
+def rid() -> str:
+    return f"LAB-{uuid.uuid4().hex[:12]}"
+
+
+def comp(code: str, value: float) -> dict:
+    return {"code": {"coding": [{"system": SERVICE, "code": code}]}, "valueQuantity": {"value": value}}
+
+
+def observation(pid: str, result_id: str, day: str = "2024-03-01", status: str = "final", **kw) -> dict:
+    obs = {
+        "resourceType": "Observation",
+        "status": status,
+        "identifier": [{"system": "urn:lab", "value": result_id}],
+        "code": {"coding": [{"system": LOINC, "code": "69380-4"}]},
+        "subject": {"reference": f"Patient/{pid}"},
+        "effectiveDateTime": day,
+        "component": [comp("ABL1-COPIES", 100000), comp("BCRABL1-COPIES", 50)],
+    }
+    return obs | kw
+
+
+def post(client, path: str, body: dict, **headers):
+    return client.post(path, json=body, headers={"Content-Type": FHIR, **headers})
+
+
+def bundle(kind: str, *resources: dict, put: bool = False) -> dict:
+    def request(o: dict) -> dict:
+        ident = o.get("identifier", [{}])[0].get("value")
+        if put:
+            return {"method": "PUT", "url": f"Observation?identifier={ident}"}
+        return {"method": "POST", "url": "Observation"}
+
+    return {
+        "resourceType": "Bundle",
+        "type": kind,
+        "entry": [{"resource": o, "request": request(o)} for o in resources],
+    }
+
+
+def timeline(client, pid: str) -> list[dict]:
+    return client.get(f"/v1/patients/{pid}/results").get_json()["results"]
+
+
+def _comparable(doc: object, ids: dict[str, str]) -> object:
+    """The document without its timestamps and versions, each id replaced by its stand-in."""
+    text = json.dumps(doc, sort_keys=True)
+    for real, stand_in in ids.items():
+        text = text.replace(real, stand_in)
+    loaded = json.loads(text)
+    for key in ("computed_at", "data_version"):
+        loaded.pop(key, None)
+    return loaded
+
+
+def test_a_transaction_changes_the_status_as_the_json_post_does(client, pid):
+    other = f"{pid}-json"
+    register(client, pid)
+    register(client, other)
+    days = ("2024-01-05", "2024-02-05", "2024-03-05", "2024-04-05")
+    resources = [
+        observation(
+            pid, rid(), days[0], component=[comp("ABL1-COPIES", 100000), comp("BCRABL1-COPIES", 500)]
+        ),
+        observation(
+            pid,
+            rid(),
+            days[1],
+            valueQuantity={"value": 0.05, "unit": "%"},
+            component=[comp("GUSB-COPIES", 80000)],
+        ),
+        observation(
+            pid,
+            rid(),
+            days[2],
+            valueQuantity={"value": 0.0032, "comparator": "<", "unit": "%"},
+            component=[comp("ABL1-COPIES", 60000), comp("IS-CF", 0.9)],
+        ),
+        observation(pid, rid(), days[3], component=[comp("BCR-COPIES", 90000), comp("BCRABL1-COPIES", 3)]),
+    ]
+    done = post(client, "/fhir", bundle("transaction", *resources))
+    assert done.status_code == 200 and done.mimetype == FHIR, done.get_json()
+    answer = done.get_json()
+    Bundle.model_validate(answer)
+    assert answer["type"] == "transaction-response"
+    assert [e["response"]["status"] for e in answer["entry"]] == ["201 Created"] * 4
+    assert (
+        answer["entry"][0]["response"]["location"] == f"Observation/{resources[0]['identifier'][0]['value']}"
+    )
+
+    json_results = [
+        result(other, collected_at=days[0], bcr_abl1_copies=500),
+        result(
+            other,
+            collected_at=days[1],
+            bcr_abl1_copies=None,
+            is_percent=0.05,
+            control_gene="GUSB",
+            control_copies=80000,
+        ),
+        result(other, collected_at=days[2], bcr_abl1_copies=0, control_copies=60000, conversion_factor=0.9),
+        result(other, collected_at=days[3], bcr_abl1_copies=3, control_gene="BCR", control_copies=90000),
+    ]
+    assert client.post("/v1/assay-results", json=json_results).status_code == 202
+    fhir_status = wait_status(client, pid, lambda d: d["results_count"] == 4)
+    json_status = wait_status(client, other, lambda d: d["results_count"] == 4)
+    assert fhir_status["response_level"] == json_status["response_level"] is not None
+    fhir_ids = {o["identifier"][0]["value"]: f"R{i}" for i, o in enumerate(resources)} | {pid: "P"}
+    json_ids = {d["result_id"]: f"R{i}" for i, d in enumerate(json_results)} | {other: "P"}
+    assert _comparable(fhir_status, fhir_ids) == _comparable(json_status, json_ids)
+    fhir_timeline = client.get(f"/v1/patients/{pid}/results").get_json()
+    json_timeline = client.get(f"/v1/patients/{other}/results").get_json()
+    assert _comparable(fhir_timeline, fhir_ids) == _comparable(json_timeline, json_ids)
+
+
+def test_conditional_create_repeat_correct_withdraw_and_update(client, pid):
+    register(client, pid)
+    rid1 = rid()
+    first = post(
+        client, "/fhir/Observation", observation(pid, rid1), **{"If-None-Exist": f"identifier={rid1}"}
+    )
+    assert first.status_code == 201 and first.headers["Location"] == f"/fhir/Observation/{rid1}"
+    OperationOutcome.model_validate(first.get_json())
+    again = post(
+        client, "/fhir/Observation", observation(pid, rid1), **{"If-None-Exist": f"identifier=urn:lab|{rid1}"}
+    )
+    assert again.status_code == 200 and "unchanged" in again.get_json()["issue"][0]["diagnostics"]
+
+    other_final = observation(pid, rid1, component=[comp("ABL1-COPIES", 100000), comp("BCRABL1-COPIES", 7)])
+    conflict = post(client, "/fhir/Observation", other_final)
+    assert conflict.status_code == 409 and conflict.mimetype == FHIR
+    issue = conflict.get_json()["issue"][0]
+    assert issue["code"] == "conflict" and issue["expression"] == ["Observation.identifier[0].value"]
+
+    corrected = post(client, "/fhir/Observation", {**other_final, "status": "corrected"})
+    assert corrected.status_code == 200 and "replaced" in corrected.get_json()["issue"][0]["diagnostics"]
+    wait_status(client, pid, lambda d: d["results_count"] == 1)
+    [stored] = timeline(client, pid)
+    assert stored["bcr_abl1_copies"] == 7 and stored["status"] == "corrected"
+
+    mismatch = post(
+        client, "/fhir/Observation", observation(pid, rid1), **{"If-None-Exist": "identifier=OTHER"}
+    )
+    assert mismatch.status_code == 400
+
+    # Conditional update: creates, then updates (amended), by identifier.
+    rid2 = rid()
+    url = f"/fhir/Observation?identifier=urn:lab|{rid2}"
+    put = client.put(url, json=observation(pid, rid2), headers={"Content-Type": FHIR})
+    assert put.status_code == 201
+    amended = observation(
+        pid, rid2, status="amended", component=[comp("ABL1-COPIES", 1e5), comp("BCRABL1-COPIES", 2)]
+    )
+    assert client.put(url, json=amended, headers={"Content-Type": FHIR}).status_code == 200
+
+    withdrawn = post(client, "/fhir/Observation", observation(pid, rid1, status="entered-in-error"))
+    assert withdrawn.status_code == 200 and "withdrawn" in withdrawn.get_json()["issue"][0]["diagnostics"]
+    status = wait_status(client, pid, lambda d: d["results_count"] == 1 and d["results_withdrawn"] == 1)
+    assert status["latest_result"]["level"] == "MR4.5"  # 2 copies in 100,000: 0.002 %
+    read = client.get(f"/fhir/Observation/{rid1}").get_json()
+    assert read["status"] == "entered-in-error" and "interpretation" not in read
+
+
+def test_a_transaction_is_all_or_nothing(client, r, pid):
+    register(client, pid)
+    good, bad = observation(pid, rid()), observation(pid, rid())
+    bad["valueQuantity"] = {"value": 0.1, "unit": "%", "comparator": ">"}
+    refused = post(client, "/fhir", bundle("transaction", good, bad))
+    assert refused.status_code == 422 and refused.mimetype == FHIR
+    assert refused.get_json()["issue"][0]["expression"] == [
+        "Bundle.entry[1].resource.valueQuantity.comparator"
+    ]
+    nobody = observation(f"{pid}-nobody", rid())
+    unknown = post(client, "/fhir", bundle("transaction", good, nobody))
+    assert unknown.status_code == 422
+    assert unknown.get_json()["issue"][0]["expression"] == ["Bundle.entry[1].resource.subject"]
+    invalid = post(client, "/fhir", bundle("transaction", good, {**good, "subject": {"reference": 7}}))
+    assert invalid.status_code == 400
+    assert invalid.get_json()["issue"][0]["expression"] == ["Bundle.entry[1].resource.subject.reference"]
+    assert r.hlen(keys.results(pid)) == 0  # nothing of the refused transactions was stored
+    assert client.get(f"/fhir/Observation/{good['identifier'][0]['value']}").status_code == 404
+
+
+def test_a_batch_takes_each_entry_on_its_own(client, pid):
+    register(client, pid)
+    good, preliminary = observation(pid, rid()), observation(pid, rid(), status="preliminary")
+    done = post(client, "/fhir", bundle("batch", good, preliminary, put=True))
+    assert done.status_code == 200
+    answer = done.get_json()
+    Bundle.model_validate(answer)
+    assert answer["type"] == "batch-response"
+    first, second = (e["response"] for e in answer["entry"])
+    assert first["status"] == "201 Created" and second["status"] == "422 Unprocessable Entity"
+    assert second["outcome"]["issue"][0]["expression"] == ["Bundle.entry[1].resource.status"]
+    assert "preliminary" in second["outcome"]["issue"][0]["diagnostics"]
+    assert client.get(f"/fhir/Observation/{good['identifier'][0]['value']}").status_code == 200
+
+
+def test_search_and_read_show_the_service_scoring(client, pid):
+    register(client, pid)
+    ids = [rid() for _ in range(3)]
+    resources = [
+        observation(
+            pid, ids[0], "2023-12-01", component=[comp("ABL1-COPIES", 100000), comp("BCRABL1-COPIES", 500)]
+        ),
+        observation(pid, ids[1], "2024-02-01"),
+        observation(
+            pid,
+            ids[2],
+            "2024-04-01",
+            valueQuantity={"value": 0.001, "comparator": "<", "unit": "%"},
+            component=None,
+        ),
+    ]
+    resources[2] = {k: v for k, v in resources[2].items() if v is not None}
+    assert post(client, "/fhir", bundle("transaction", *resources)).status_code == 200
+    wait_status(client, pid, lambda d: d["results_count"] == 3)
+
+    found = client.get(f"/fhir/Observation?patient={pid}")
+    assert found.status_code == 200 and found.mimetype == FHIR
+    doc = found.get_json()
+    Bundle.model_validate(doc)
+    assert doc["type"] == "searchset" and doc["total"] == 3
+    levels = [e["resource"]["interpretation"][0] for e in doc["entry"]]
+    assert [lv["text"] for lv in levels] == ["MR2", "MMR", "MMR"]
+    assert all(lv["coding"][0]["system"] == RESPONSE for lv in levels)
+    below = doc["entry"][2]["resource"]
+    assert below["valueQuantity"]["comparator"] == "<" and below["valueQuantity"]["value"] == 0.001
+    assert below["interpretation"][1]["coding"][0]["code"] == "ND"
+
+    dated = client.get(
+        f"/fhir/Observation?patient=Patient/{pid}&date=ge2024-01-01&date=lt2024-04-01"
+    ).get_json()
+    assert [e["resource"]["id"] for e in dated["entry"]] == [ids[1]]
+    coded = client.get(f"/fhir/Observation?patient={pid}&code=http://loinc.org|69380-4&_count=2").get_json()
+    assert coded["total"] == 3 and len(coded["entry"]) == 2
+    assert client.get(f"/fhir/Observation?patient={pid}&code=1234-5").get_json()["total"] == 0
+    assert client.get(f"/fhir/Observation?patient={pid}&date=2024").status_code == 400
+    assert client.get("/fhir/Observation").status_code == 400
+
+    read = client.get(f"/fhir/Observation/{ids[1]}")
+    assert read.status_code == 200 and read.get_json()["interpretation"][0]["text"] == "MMR"
+    missing = client.get(f"/fhir/Observation/{rid()}")
+    assert missing.status_code == 404 and missing.get_json()["issue"][0]["code"] == "not-found"
+
+
+def test_auth_media_type_and_metadata(client, pid):
+    meta = client.get("/fhir/metadata", headers={"Authorization": ""})
+    assert meta.status_code == 200 and meta.mimetype == FHIR
+    CapabilityStatement.model_validate(meta.get_json())
+
+    none = client.get(f"/fhir/Observation?patient={pid}", headers={"Authorization": ""})
+    assert none.status_code == 401 and none.mimetype == FHIR and none.headers["WWW-Authenticate"]
+    OperationOutcome.model_validate(none.get_json())
+    assert none.get_json()["issue"][0]["code"] == "login"
+    reader = {"Authorization": f"Bearer {next(k for k, v in SCOPED_KEYS.items() if v == ['status:read'])}"}
+    forbidden = post(client, "/fhir/Observation", observation(pid, rid()), **reader)
+    assert forbidden.status_code == 403 and forbidden.get_json()["issue"][0]["code"] == "forbidden"
+
+    text = client.post("/fhir/Observation", data="x", headers={"Content-Type": "text/plain"})
+    assert text.status_code == 415 and text.mimetype == FHIR
+    broken = client.post("/fhir", data=b'{"resourceType": ', headers={"Content-Type": FHIR})
+    assert broken.status_code == 400 and broken.mimetype == FHIR
+    assert client.get("/fhir/Patient/x").status_code == 404
