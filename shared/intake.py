@@ -74,6 +74,15 @@ def submit_results(
     r: redis.Redis, celery: Celery, docs: Sequence[dict], audit: dict, task_ttl_s: int
 ) -> Submission:
     """Store validated result documents atomically (store.StoreError, writing nothing, on a conflict or
-    an unknown patient), then queue their recomputation."""
+    an unknown patient), then queue their recomputation.
+
+    Once the store has answered, the results are stored with their dirty marks: a Redis failure while
+    tracking the follow-up tasks must not make a door say "not stored" (an HL7 AR, a 503) about a stored
+    result. It is logged, no task is offered to follow, and the sweeper recomputes the patients."""
     outcome = store.store_results(r, docs, audit)
-    return Submission(outcome, dispatch(r, celery, outcome, task_ttl_s))
+    try:
+        tasks = dispatch(r, celery, outcome, task_ttl_s)
+    except redis.exceptions.RedisError as exc:
+        log.warning("results stored; tracking their recomputation failed (%s): the sweeper will", exc)
+        tasks = []
+    return Submission(outcome, tasks)

@@ -54,7 +54,7 @@ def test_run_script_serves_the_demo_with_the_key_it_prints(redis_url, tmp_path):
         assert get(f"{base}/readyz")[0] == 200
     finally:
         proc.send_signal(signal.SIGINT)  # Ctrl-C
-        proc.wait(30)
+        proc.wait(60)
     # Everything it started is gone: nothing answers on its port.
     time.sleep(0.5)
     with pytest.raises(OSError):

@@ -44,6 +44,13 @@ class Analyte:
     def hl7_system(self) -> str:
         return HL7_LOINC if self.system == LOINC_SYSTEM else HL7_LOCAL
 
+    def named_by(self, system: str) -> bool:
+        """Whether a coding system as sent is this code's own: its FHIR URI or its HL7 v2 name (LN for
+        LOINC; for the service's codes L, or a 99zzz local system, HL7 table 0396)."""
+        if self.system == LOINC_SYSTEM:
+            return system in (LOINC_SYSTEM, HL7_LOINC)
+        return system in (SERVICE_SYSTEM, HL7_LOCAL) or system.startswith("99")
+
 
 ANALYTES: dict[str, Analyte] = {
     a.code: a
@@ -108,13 +115,17 @@ class CodeMap:
                 f"lab codes mapped to unknown service codes {unknown}; map each to one of {sorted(ANALYTES)}"
             )
 
-    def analyte(self, code: str) -> Analyte | None:
-        """The analyte a code names: a service code first, then a laboratory's; None is never guessed."""
+    def analyte(self, code: str, system: str | None = None) -> Analyte | None:
+        """The analyte a code names: a service code in its own coding system (or with none named), then a
+        laboratory's code in any system but the service's; None is never guessed. ``system`` is as the
+        door read it: a FHIR URI, or an HL7 v2 coding system (table 0396: LN, L, 99zzz)."""
         code = code.strip()
-        found = ANALYTES.get(code)
-        if found is None and code in self.lab_codes:
-            found = ANALYTES[self.lab_codes[code]]
-        return found
+        known = ANALYTES.get(code)
+        if known is not None and (system is None or known.named_by(system)):
+            return known
+        if system == SERVICE_SYSTEM or code not in self.lab_codes:
+            return None
+        return ANALYTES[self.lab_codes[code]]
 
 
 def load_code_map(path: str | None) -> CodeMap:

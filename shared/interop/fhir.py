@@ -47,17 +47,16 @@ import pydantic
 from fhir.resources.R4B.observation import Observation
 
 from shared.interop.codes import (
-    ANALYTES,
     DERIVED_CODES,
     FHIR_OBSERVATION_STATUSES,
     FHIR_RESULT_STATUS,
-    LOINC_SYSTEM,
     SERVICE_SYSTEM,
     UCUM_SYSTEM,
     Analyte,
     CodeMap,
     refused_status_reason,
 )
+from shared.interop.measurement import Value, measurement
 from shared.schemas import ID_PATTERN
 
 # Where a schema refusal points when the mapping did not record an element for the field.
@@ -202,14 +201,9 @@ def analyte_of(concept: Any, codes: CodeMap) -> tuple[Analyte | None, list[str]]
     for c in _codings(concept):
         system, code = c.get("system"), str(c.get("code") or "")
         seen.append(f"{system}|{code}" if system else code)
-        if system in (LOINC_SYSTEM, SERVICE_SYSTEM):
-            known = ANALYTES.get(code)
-            if known is not None and known.system == system:
-                return known, seen
-            if system == SERVICE_SYSTEM:
-                continue
-        if code in codes.lab_codes:  # a laboratory's own code (LAB_CODES_FILE), whatever its system
-            return codes.analyte(code), seen
+        known = codes.analyte(code, system)
+        if known is not None:
+            return known, seen
     return None, seen
 
 
@@ -245,8 +239,11 @@ def _quantity(q: dict, analyte: Analyte, where: str, errors: _Errors) -> tuple[f
     return float(value), below
 
 
-def _measurements(resource: dict, base: str, codes: CodeMap, notes: list[Issue], errors: _Errors) -> list:
-    """[(analyte, value, below, FHIRPath)] of the main value and the components, unmapped codes noted."""
+def _measurements(
+    resource: dict, base: str, codes: CodeMap, notes: list[Issue], errors: _Errors
+) -> list[Value]:
+    """The coded values of the main value and the components (``where``: the FHIRPath of the value),
+    unmapped codes noted."""
     found = []
     elements = [(resource, base)]
     elements += [(c, f"{base}.component[{i}]") for i, c in enumerate(resource.get("component") or [])]
@@ -281,7 +278,7 @@ def _measurements(resource: dict, base: str, codes: CodeMap, notes: list[Issue],
             continue
         value, below = _quantity(element["valueQuantity"], analyte, f"{where}.valueQuantity", errors)
         if value is not None:
-            found.append((analyte, value, below, f"{where}.valueQuantity.value"))
+            found.append(Value(analyte, value, below, f"{where}.valueQuantity.value"))
     return found
 
 
@@ -338,7 +335,7 @@ def observation_to_document(
     pid = _subject(resource, base, authority, errors)
     if "effectiveDateTime" not in resource:
         errors.add("required", f"{base}.effective[x]", "effectiveDateTime (the collection time) is required")
-    measured = _measurements(resource, base, codes, notes, errors)
+    measured_values = _measurements(resource, base, codes, notes, errors)
     if errors:
         raise FhirInvalid(422, list(errors))
     doc: dict[str, Any] = {
@@ -348,62 +345,18 @@ def observation_to_document(
         "status": FHIR_RESULT_STATUS[status],
     }
     paths = {"_": base, **{k: f"{base}.{v}" for k, v in _FIELD_PATHS.items()}}
-    by_field: dict[str, tuple] = {}
-    for analyte, value, below, where in measured:
-        if analyte.field in by_field:
-            errors.add("business-rule", where, f"{analyte.field} is sent twice: {by_field[analyte.field][3]}")
-        by_field[analyte.field] = (analyte, value, below, where)
+    # What the values mean is decided once for every door (shared/interop/measurement.py).
+    measured = measurement(measured_values)
+    for note in measured.notes:
+        if note.error:
+            errors.add("business-rule", note.where, note.text)
+        else:
+            notes.append(Issue("information", "informational", note.where, note.text))
     if errors:
         raise FhirInvalid(422, list(errors))
-    _fill(doc, paths, by_field, notes)
+    doc |= measured.fields
+    paths |= measured.where
     return Mapped(doc, paths, notes, first.get("system"))
-
-
-def _fill(doc: dict, paths: dict[str, str], by_field: dict[str, tuple], notes: list[Issue]) -> None:
-    if "control_copies" in by_field:
-        analyte, value, _, where = by_field["control_copies"]
-        doc |= {"control_gene": analyte.control_gene, "control_copies": value}
-        paths["control_copies"] = paths["control_gene"] = where
-    if "conversion_factor" in by_field:
-        doc["conversion_factor"] = by_field["conversion_factor"][1]
-        paths["conversion_factor"] = by_field["conversion_factor"][3]
-    copies, is_pct = by_field.get("bcr_abl1_copies"), by_field.get("is_percent")
-    if copies is not None:
-        _, value, below, where = copies
-        doc["bcr_abl1_copies"] = 0.0 if below else value  # '<' copies: undetectable (0), as the JSON API
-        paths["bcr_abl1_copies"] = where
-        if is_pct is not None:
-            notes.append(
-                Issue(
-                    "information",
-                    "informational",
-                    is_pct[3],
-                    "IS% not stored: the service computes it from the BCR-ABL1 and control copies",
-                )
-            )
-        return
-    if is_pct is None:
-        return  # the schema says what is missing (withdrawals need no measurement)
-    _, value, below, where = is_pct
-    if below and "control_copies" in doc:
-        # Undetectable with control copies: scored as the JSON API scores bcr_abl1_copies 0 (the copies give
-        # the sensitivity, Cross 2015); the lab's stated limit is dropped.
-        doc["bcr_abl1_copies"] = 0.0
-        paths["bcr_abl1_copies"] = where
-        notes.append(
-            Issue(
-                "information",
-                "informational",
-                where,
-                "undetectable with control copies: stored as 0 BCR-ABL1 copies; the limit is not kept",
-            )
-        )
-    elif below:
-        doc["is_percent_below"] = value  # never MR4 or deeper (shared/clinical/response.py)
-        paths["is_percent_below"] = where
-    else:
-        doc["is_percent"] = value
-        paths["is_percent"] = where
 
 
 def schema_issues(messages: dict, paths: dict[str, str]) -> list[Issue]:

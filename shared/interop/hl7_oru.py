@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import hl7
 
 from shared.interop.codes import HL7_RESULT_STATUS, CodeMap, refused_status_reason
+from shared.interop.measurement import Value, measurement
 
 SUPPORTED_VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1")
 
@@ -45,7 +46,7 @@ class Issue:
     location: Location | None
     code: int  # table 0357
     text: str
-    severity: str = "E"  # E error, W warning (table 0516)
+    severity: str = "E"  # E error, W warning, I information (table 0516)
 
 
 @dataclass
@@ -181,13 +182,13 @@ class _Group:
     doc: dict
     where: dict[str, Location]
     statuses: list[tuple[str, int]] = field(default_factory=list)  # (OBX-11, OBX seq)
-    below: tuple[float, Location] | None = None
+    values: list[Value] = field(default_factory=list)
     spm_time: bool = False
 
 
 def _fill(group: _Group, obx: hl7.Segment, seq: int, codes: CodeMap, out: Parsed) -> None:
     code, system = get(obx, 3, 1), get(obx, 3, 3)
-    analyte = codes.analyte(code)
+    analyte = codes.analyte(code, system or None)
     if analyte is None:
         # Never guessed (shared/interop/codes.py): ignored, and named in the ACK as a warning.
         named = f"OBX-3 code {code or '(empty)'} ({get(obx, 3, 2)}, {system})"
@@ -201,20 +202,7 @@ def _fill(group: _Group, obx: hl7.Segment, seq: int, codes: CodeMap, out: Parsed
     if issue:
         out.errors.append(issue)
         return
-    name, where = analyte.field, Location("OBX", seq, 5)
-    if name in group.doc or (name == "is_percent" and group.below):
-        out.errors.append(Issue(where, DUPLICATE_KEY, f"a second {analyte.code} value in one OBR group"))
-        return
-    if comparator == "<":
-        if name != "is_percent":
-            reason = f"'<' is taken on the IS% (69380-4) only; send {analyte.code} 0 when undetectable"
-            out.errors.append(Issue(where, DATA_TYPE_ERROR, reason))
-        else:
-            group.below = (value, where)
-        return
-    group.doc[name], group.where[name] = value, where
-    if analyte.control_gene:
-        group.doc["control_gene"], group.where["control_gene"] = analyte.control_gene, Location("OBX", seq, 3)
+    group.values.append(Value(analyte, value, comparator == "<", Location("OBX", seq, 5)))
 
 
 def _status(group: _Group, out: Parsed) -> None:
@@ -241,19 +229,15 @@ def _status(group: _Group, out: Parsed) -> None:
 
 def _finish(group: _Group, out: Parsed) -> None:
     _status(group, out)
-    doc, where = group.doc, group.where
-    if group.below:
-        limit, loc = group.below
-        if "control_copies" in doc:
-            # With control copies the copies set the sensitivity: scored exactly as the JSON API scores
-            # bcr_abl1_copies 0 (Cross 2015); the stated limit is dropped.
-            if doc.get("bcr_abl1_copies") not in (None, 0.0):
-                out.errors.append(Issue(loc, DATA_TYPE_ERROR, "undetectable IS% with detected copies"))
-            doc["bcr_abl1_copies"], where["bcr_abl1_copies"] = 0.0, loc
-        else:
-            doc["is_percent_below"], where["is_percent_below"] = limit, loc
-    out.docs.append(doc)
-    out.where.append(where)
+    # What the values mean is decided once for every door (shared/interop/measurement.py).
+    measured = measurement(group.values)
+    group.doc |= measured.fields
+    group.where |= measured.where
+    for note in measured.notes:
+        issue = Issue(note.where, DATA_TYPE_ERROR if note.error else 0, note.text, "E" if note.error else "I")
+        (out.errors if note.error else out.warnings).append(issue)
+    out.docs.append(group.doc)
+    out.where.append(group.where)
 
 
 def parse_oru(msg: hl7.Message, codes: CodeMap, authority: str) -> Parsed:

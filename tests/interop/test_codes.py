@@ -80,3 +80,18 @@ def test_a_bad_lab_codes_file_is_refused_at_start(tmp_path, content: str, messag
 def test_code_map_refuses_a_target_that_is_not_a_service_code() -> None:
     with pytest.raises(LabCodesError):
         CodeMap({"A": "B"})
+
+
+def test_a_service_code_is_taken_in_its_own_coding_system_only(tmp_path) -> None:
+    path = tmp_path / "codes.json"
+    path.write_text(json.dumps({"IS1": "69380-4", "69380-4X": "69380-4"}))
+    codes = load_code_map(str(path))
+    for system in (None, "LN", LOINC_SYSTEM):
+        assert codes.analyte("69380-4", system) is ANALYTES["69380-4"]
+    for system in (None, "L", "99LAB", SERVICE_SYSTEM):
+        assert codes.analyte("ABL1-COPIES", system) is ANALYTES["ABL1-COPIES"]
+    assert codes.analyte("69380-4", "L") is None and codes.analyte("ABL1-COPIES", "LN") is None
+    assert (
+        codes.analyte("IS1", "99LAB") is ANALYTES["69380-4"] and codes.analyte("IS1", "urn:lab") is not None
+    )
+    assert codes.analyte("IS1", SERVICE_SYSTEM) is None  # the service's system holds only its own codes
