@@ -114,8 +114,13 @@ def _closest_in_window(
 ) -> ScoredResult | None:
     best: ScoredResult | None = None
     best_distance: Fraction | None = None
+    # Whole days inside the window, so that only results in it pay for exact (Fraction) arithmetic.
+    first, last = math.ceil(target_days - WINDOW_DAYS), math.floor(target_days + WINDOW_DAYS)
     for result in results:  # sorted by time, so "<=" makes the later of two equally close results win
-        distance = abs(days_between(tki_started_on, result.collected_on) - target_days)
+        days = days_between(tki_started_on, result.collected_on)
+        if not first <= days <= last:
+            continue
+        distance = abs(days - target_days)
         if distance <= WINDOW_DAYS and (best_distance is None or distance <= best_distance):
             best, best_distance = result, distance
     return best
