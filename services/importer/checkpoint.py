@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -38,6 +39,9 @@ class State:
     rejects_bytes: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     complete: bool = False
+    # Random per import (a fresh start or --restart), kept across resumptions: the Idempotency-Keys of its
+    # batches derive from it, so a batch re-sent after a crash is replayed, and a new import is answered anew.
+    import_id: str = field(default_factory=lambda: secrets.token_hex(8))
     version: str = VERSION
     updated_at: str = ""
 

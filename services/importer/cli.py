@@ -174,9 +174,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             api = Api(args.url, args.key, retries=args.retries)
             api.check()
-            key_base = (
-                "cml-import-" + hashlib.sha256(f"{state.file}\0{state.fingerprint}".encode()).hexdigest()[:16]
-            )
+            digest = hashlib.sha256(f"{state.file}\0{state.fingerprint}".encode()).hexdigest()[:12]
+            key_base = f"cml-import-{digest}-{state.import_id}"
             send = _sender(kind, fmt, api, key_base, pool)
         position = Position(state.offset, state.rows, state.lines)
         for batch in batches(rows(path, fmt, position), kind, fmt, args.batch_size):
