@@ -1,0 +1,3 @@
+from services.importer.cli import main
+
+raise SystemExit(main())
