@@ -132,7 +132,9 @@ def test_a_batch_answers_a_batch_of_acks(client, pid):
     register(client, pid)
     good = oru(pid, f"G-{pid}", copies(), control=control())
     bad = oru(pid, f"H-{pid}", copies(status="P"), control=control())
-    resp = post(client, f"FHS|^~\\&|LAB||||||||F-{pid}\rBHS|^~\\&|LAB||||||||B-{pid}\r{good}{bad}BTS|2\rFTS|1\r")
+    resp = post(
+        client, f"FHS|^~\\&|LAB||||||||F-{pid}\rBHS|^~\\&|LAB||||||||B-{pid}\r{good}{bad}BTS|2\rFTS|1\r"
+    )
     assert resp.status_code == 422
     msa = [line.split("|")[1] for line in lines(resp) if line.startswith("MSA")]
     assert msa == ["AA", "AE"] and lines(resp)[0].startswith("FHS|")

@@ -151,7 +151,7 @@ def read_ack(sock: socket.socket) -> bytes:
 
 @pytest.mark.parametrize("between", [b"\n", b"\r\n"])
 def test_bytes_between_frames_are_skipped(mllp, client, r, pid, between):
-    """MLLP (HL7 v2.5 appendix C.4.3): an engine's LF or CRLF after 0x1C 0x0D is not part of the next frame."""
+    """MLLP (HL7 v2.5 appendix C.4.3): an LF or CRLF after 0x1C 0x0D is not part of the next frame."""
     register(client, pid)
     first = oru(pid, f"N1-{pid}", copies(50), control=f"N1-{pid}", collected="20240105")
     second = oru(pid, f"N2-{pid}", copies(3), control=f"N2-{pid}", collected="20240301")
