@@ -132,17 +132,29 @@ def test_a_batch_answers_a_batch_of_acks(client, pid):
     register(client, pid)
     good = oru(pid, f"G-{pid}", copies(), control=control())
     bad = oru(pid, f"H-{pid}", copies(status="P"), control=control())
-    resp = post(client, f"FHS|^~\\&|LAB\rBHS|^~\\&|LAB\r{good}{bad}BTS|2\rFTS|1\r")
+    resp = post(
+        client, f"FHS|^~\\&|LAB||||||||F-{pid}\rBHS|^~\\&|LAB||||||||B-{pid}\r{good}{bad}BTS|2\rFTS|1\r"
+    )
     assert resp.status_code == 422
     msa = [line.split("|")[1] for line in lines(resp) if line.startswith("MSA")]
     assert msa == ["AA", "AE"] and lines(resp)[0].startswith("FHS|")
+    # FHS-12/BHS-12 of the ACK batch: the incoming FHS-11/BHS-11 (HL7 v2.5 section 2.10.3).
+    assert lines(resp)[0].split("|")[11] == f"F-{pid}" and lines(resp)[1].split("|")[11] == f"B-{pid}"
 
 
 def test_keys_and_scopes(client, pid):
-    text = oru(pid, f"K-{pid}", copies(), control=control())
-    assert post(client, text, headers={"Authorization": ""}).status_code == 401
+    ident = control()
+    text = oru(pid, f"K-{pid}", copies(), control=ident)
+    anonymous = post(client, text, headers={"Authorization": ""})
+    # Refused before the message is read, and still an ACK (not problem+json), naming its MSH-10.
+    assert anonymous.status_code == 401 and anonymous.mimetype == ER7
+    assert anonymous.headers["WWW-Authenticate"] == 'Bearer realm="cml"'
+    assert lines(anonymous)[1] == f"MSA|AR|{ident}" and errors(anonymous) == [" E"]
+    assert lines(anonymous)[2].split("|")[5].startswith("unauthorized^")
     reader = next(k for k, scopes in SCOPED_KEYS.items() if scopes == ["status:read"])
-    assert post(client, text, headers={"Authorization": f"Bearer {reader}"}).status_code == 403
+    forbidden = post(client, text, headers={"Authorization": f"Bearer {reader}"})
+    assert forbidden.status_code == 403 and forbidden.mimetype == ER7
+    assert lines(forbidden)[1] == f"MSA|AR|{ident}" and "results:write" in lines(forbidden)[2]
     writer = next(k for k, scopes in SCOPED_KEYS.items() if scopes == ["results:write"])
     register(client, pid)
     assert post(client, text, headers={"Authorization": f"Bearer {writer}"}).status_code == 200
@@ -162,3 +174,56 @@ def test_the_readme_example_is_acknowledged_as_the_readme_says(client):
     assert [line.split("|")[:5] + line.split("|")[8:] for line in lines(resp)[2:]] == [
         line.split("|")[:5] + line.split("|")[8:] for line in said
     ]
+
+
+def test_problems_before_the_handler_are_acks(client):
+    wrong = client.post(URL, json={"message": "MSH"})
+    assert wrong.status_code == 415 and wrong.mimetype == ER7 and lines(wrong)[1] == "MSA|AR|"
+    assert lines(wrong)[2].split("|")[5].startswith("unsupported-media-type^") and ER7 in lines(wrong)[2]
+    huge = post(client, oru("P", "A", copies(), control="BIG") + "NTE|" + "x" * (3 * 1024 * 1024))
+    assert huge.status_code == 413 and huge.mimetype == ER7
+    assert lines(huge)[1] == "MSA|AR|"  # an oversized body is not read, not even for MSH-10
+    assert lines(huge)[2].split("|")[5].startswith("request-entity-too-large^")
+
+
+def test_two_messages_in_one_body_are_rejected_and_nothing_stored(client, r, pid):
+    register(client, pid)
+    first, second = control(), control()
+    body = oru(pid, f"T1-{pid}", copies(), control=first) + oru(pid, f"T2-{pid}", copies(), control=second)
+    resp = post(client, body)
+    assert resp.status_code == 400 and lines(resp)[1] == f"MSA|AR|{first}"
+    assert errors(resp) == ["MSH^2 E"] and "one message per frame" in lines(resp)[2]
+    assert r.hlen(keys.results(pid)) == 0
+    assert [line for line in lines(resp) if line.startswith("MSA")] == [f"MSA|AR|{first}"]
+
+
+def test_training_messages_are_not_stored(client, r, pid):
+    register(client, pid)
+    text = oru(pid, f"TR-{pid}", copies(), control=control()).replace("|P|2.5.1", "|T|2.5.1")
+    resp = post(client, text)
+    assert resp.status_code == 400 and lines(resp)[1].startswith("MSA|AR|")
+    assert errors(resp) == ["MSH^1^11 E"] and "training/debugging messages are not stored" in lines(resp)[2]
+    assert lines(resp)[0].split("|")[10] == "T" and r.hlen(keys.results(pid)) == 0
+
+
+def test_a_retry_with_a_new_msh7_gets_the_first_ack(client, r, pid):
+    register(client, pid)
+    text = oru(pid, f"RT-{pid}", copies(), control=control())
+    first = post(client, text)
+    retry = post(client, text.replace("|20240301090000||", "|20240301091500||"))
+    assert first.status_code == retry.status_code == 200 and first.get_data() == retry.get_data()
+    assert r.hlen(keys.results(pid)) == 1
+
+
+def test_the_ack_is_in_the_messages_charset(client, pid):
+    register(client, pid)
+    ident = control()
+    text = oru(pid, f"CS-{pid}", [*copies(), "NM|HB^Hb \u20ac^99LAB||1||||||F"], control=ident)
+    raw = text.replace("|2.5.1\r", "|2.5.1||||||8859/15\r").encode("iso-8859-15")
+    resp = client.post(URL, data=raw, content_type=ER7)
+    assert resp.status_code == 200 and resp.headers["Content-Type"] == f"{ER7}; charset=iso-8859-15"
+    assert b"Hb \xa4" in resp.get_data()
+    ack = resp.get_data().decode("iso-8859-15").split("\r")
+    assert ack[0].split("|")[17] == "8859/15" and ack[1] == f"MSA|AA|{ident}"
+    other = client.post(URL, data=raw.replace(b"8859/15", b"8859/2"), content_type=ER7)
+    assert other.status_code == 400 and errors(other) == ["MSH^1^18 E"]

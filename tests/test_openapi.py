@@ -134,6 +134,11 @@ class Exchanges:
                 self.openapi.validate_request(request)
         if status >= 400 and template.startswith("/fhir"):
             assert resp.mimetype == FHIR and resp.get_json()["resourceType"] == "OperationOutcome"
+        elif template == HL7V2:
+            # Every answer is an ACK: the route's in the request's media type, the app's refusals before
+            # the route (401, 403, 413, 415, 429, ...) in x-application/hl7-v2+er7 (services/api/hl7v2.py).
+            assert resp.mimetype == (ER7 if mimetype == JSON else mimetype)
+            assert ack_lines(resp)[1].startswith(("MSA|AA|", "MSA|AE|", "MSA|AR|"))
         elif status >= 400 and mimetype == JSON:
             assert resp.mimetype == PROBLEM
             assert resp.get_json()["status"] == status
@@ -153,9 +158,19 @@ class Exchanges:
         return {(m, t) for m, t, s in self.seen if s == status}
 
 
+def ack_lines(resp: TestResponse) -> list[str]:
+    return resp.get_data().decode(resp.mimetype_params.get("charset", "utf-8")).strip("\r").split("\r")
+
+
 def problem(resp: TestResponse) -> dict:
     """The problem an answer carries: problem+json as is; an OperationOutcome (under /fhir) carries the
-    problem type in issue.details.coding and the detail in diagnostics."""
+    problem type in issue.details.coding and the detail in diagnostics; an HL7 v2 ACK (/v1/hl7v2) is an
+    AR whose one ERR carries the problem type in ERR-5 and the detail in ERR-8."""
+    if resp.mimetype == ER7:
+        lines = ack_lines(resp)
+        errs = [line.split("|") for line in lines if line.startswith("ERR|")]
+        assert lines[1].startswith("MSA|AR|") and len(errs) == 1, lines
+        return {"type": f"/problems/{errs[0][5].split('^')[0]}", "detail": errs[0][8]}
     body = resp.get_json()
     if body.get("resourceType") != "OperationOutcome":
         return body
@@ -603,9 +618,13 @@ def test_hl7v2_conforms(call, pid):
     assert "MSA|AE|" in send(409, _oru(pid, f"X-{run}", f"B-{run}", copies="7"))
     assert "MSA|AE|" in send(422, _oru(pid, f"Z-{run}", f"C-{run}", status="P"))
     assert "MSA|AR|" in send(400, "not a message", TEXT)
-    call("POST", HL7V2, HL7V2, 415, valid_request=False, json={"message": "MSH"})
+    # Refused before the message is read: ACKs AR too, not problem+json.
+    wrong = call("POST", HL7V2, HL7V2, 415, valid_request=False, json={"message": "MSH"})
+    assert problem(wrong)["type"] == "/problems/unsupported-media-type"
     big = "MSH|" + "x" * (3 * 1024 * 1024)
-    call("POST", HL7V2, HL7V2, 413, data=big, content_type=ER7)
+    over = call("POST", HL7V2, HL7V2, 413, data=big, content_type=ER7)
+    assert problem(over)["type"] == "/problems/request-entity-too-large"
+    assert ack_lines(over)[1] == "MSA|AR|"
     call.assert_covered("POST", HL7V2, NEVER_TRIGGERED | {"503"})
 
 
@@ -1279,10 +1298,10 @@ def test_store_down_answers_documented_503s(openapi, spec, pid):
         assert int(resp.headers["Retry-After"]) > 0
     not_ready = call("GET", "/readyz", "/readyz", 503).get_json()
     assert not_ready["checks"]["redis"]["ok"] is False
-    # HL7 v2 answers its ACK, AR, saying the message was not stored (the engine re-sends it).
+    # HL7 v2 answers its ACK, AR, saying the message may not have been stored (the engine re-sends it).
     message = _oru(pid, f"R-{pid}", "C-503")
     ack = call("POST", HL7V2, HL7V2, 503, mimetype=ER7, data=message, content_type=ER7)
-    assert "MSA|AR|C-503" in ack.get_data(as_text=True) and "NOT stored" in ack.get_data(as_text=True)
+    assert ack_lines(ack)[1] == "MSA|AR|C-503" and "may not have been stored" in ack_lines(ack)[2]
     assert int(ack.headers["Retry-After"]) > 0
     assert call.statuses("503") == documenting(spec, "503")
     # /metrics still answers, with the process's request metrics and without those kept in Redis.

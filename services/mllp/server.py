@@ -5,7 +5,10 @@
 - Bounded: a frame longer than MAX_BODY_BYTES is answered AR and the connection closed (its framing is
   lost); a connection that sends no whole message within MLLP_READ_TIMEOUT_S is closed.
 - Garbage never stops the listener: a frame that is not a message is answered AR (MSA-2 empty when no
-  MSH-10 can be read); a frame without the start byte too.
+  MSH-10 can be read); a frame without the start byte too. Bytes between frames (an LF or CRLF after
+  0x1C 0x0D, noise before the next 0x0B) are skipped, as the MLLP spec (HL7 v2.5 appendix C.4.3) asks of
+  receivers.
+- The ACK is written in the message's character set (MSH-18), as over HTTP.
 - SIGTERM: stop accepting, close idle connections, let messages being handled finish and answer them
   (an AA is only sent after the store succeeded; a message cut off unanswered is re-sent by the engine).
 - Every connection audits as MLLP_CALLER: the port is not authenticated, hence loopback by default.
@@ -19,6 +22,7 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 
 from hl7.mllp import InvalidBlockError, start_hl7_server
+from hl7.mllp.streams import HL7StreamReader
 
 from shared.config import Settings
 from shared.interop.codes import load_code_map
@@ -32,6 +36,24 @@ log = logging.getLogger("services.mllp")
 
 HANDLER_THREADS = 32
 SHUTDOWN_GRACE_S = 10.0
+START_BLOCK, END_BLOCK = b"\x0b", b"\x1c\r"
+
+
+async def read_frame(reader: HL7StreamReader) -> bytes:
+    """One MLLP frame's content (HL7 v2.5 appendix C.4.3: 0x0B data 0x1C 0x0D). Whatever precedes the
+    start byte (an LF or CRLF an engine writes after the end of the previous frame, noise) is dropped;
+    a frame with no start byte at all is an InvalidBlockError. Longer than the limit: ValueError (the
+    reader's buffer is dropped, as python-hl7's readblock does)."""
+    try:
+        block = await reader.readuntil(END_BLOCK)
+    except asyncio.LimitOverrunError as exc:
+        reader._buffer.clear()  # noqa: SLF001 - python-hl7's readblock does the same on overrun
+        reader._maybe_resume_transport()  # noqa: SLF001
+        raise ValueError(str(exc)) from exc
+    start = block.find(START_BLOCK)
+    if start < 0:
+        raise InvalidBlockError("Block does not begin with Start Block character <VT>")
+    return block[start + 1 : -len(END_BLOCK)]
 
 
 class Listener:
@@ -57,7 +79,7 @@ class Listener:
             while not self.stopping:
                 close_after = False
                 try:
-                    block = await asyncio.wait_for(reader.readblock(), self.settings.mllp_read_timeout_s)
+                    block = await asyncio.wait_for(read_frame(reader), self.settings.mllp_read_timeout_s)
                 except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                     break  # idle, stalled or closed by the peer
                 except InvalidBlockError:
@@ -70,7 +92,7 @@ class Listener:
                     ack = build_ack(Header(), "AR", [Issue(None, 100, reason)])
                 else:
                     ack = await loop.run_in_executor(self.executor, self._handle, block)
-                writer.writeblock(ack.text.encode("utf-8"))
+                writer.writeblock(ack.encoded())
                 await writer.drain()
                 self.busy[task] = False
                 if close_after:

@@ -16,29 +16,41 @@ from dataclasses import dataclass, field
 
 import hl7
 
-from shared.interop.codes import HL7_RESULT_STATUS, CodeMap, refused_status_reason
+from shared.interop.codes import HL7_RESULT_STATUS, Analyte, CodeMap, refused_status_reason
 from shared.interop.measurement import Value, measurement
 
 SUPPORTED_VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1")
 
+# HL7 v2 NM (section 2.A.47): an optional sign, digits with an optional decimal point; no exponent, no
+# digit separators, no inf/nan (which float() would take).
+NM_PATTERN = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)")
+
 # HL7 table 0357 (message error condition codes).
 REQUIRED_MISSING, DATA_TYPE_ERROR, TABLE_VALUE_NOT_FOUND = 101, 102, 103
-UNSUPPORTED_MESSAGE_TYPE, UNSUPPORTED_EVENT, UNSUPPORTED_VERSION = 200, 201, 203
+SEGMENT_SEQUENCE_ERROR, UNSUPPORTED_MESSAGE_TYPE, UNSUPPORTED_EVENT = 100, 200, 201
+UNSUPPORTED_PROCESSING_ID, UNSUPPORTED_VERSION = 202, 203
 UNKNOWN_KEY, DUPLICATE_KEY, INTERNAL_ERROR = 204, 205, 207
 
 
 @dataclass(frozen=True)
 class Location:
-    """HL7 ERL (ERR-2): segment id, its occurrence in the message (1-based), field, component."""
+    """HL7 ERL (ERR-2, section 2.A.27): segment id, its occurrence in the message (1-based), field (0: the
+    whole segment), component."""
 
     segment: str
     seq: int
-    field: int
+    field: int = 0
     component: int = 0
 
     def erl(self) -> str:
+        if not self.field:
+            return f"{self.segment}^{self.seq}"
         base = f"{self.segment}^{self.seq}^{self.field}"
         return f"{base}^1^{self.component}" if self.component else base
+
+    def eld(self) -> str:
+        """The v2.3/2.4 ERR-1 location (ELD, section 2.A.25): segment^sequence^field, no component."""
+        return f"{self.segment}^{self.seq}^{self.field or ''}"
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,7 @@ class Issue:
     code: int  # table 0357
     text: str
     severity: str = "E"  # E error, W warning, I information (table 0516)
+    app_code: str = ""  # ERR-5 application error code (CWE, section 2.A.74), e.g. a problem type
 
 
 @dataclass
@@ -58,6 +71,13 @@ class Header:
     receiving_app: str = ""  # MSH-5
     receiving_facility: str = ""  # MSH-6
     message_type: str = ""  # MSH-9, as CODE^EVENT
+    processing_id: str = ""  # MSH-11 (table 0103: P production, T training, D debugging)
+    charset: str = ""  # MSH-18 as sent (table 0211), "" when absent
+
+    @property
+    def event(self) -> str:
+        """MSH-9.2, the trigger event (an ACK echoes it in its own MSH-9.2, section 2.9.2)."""
+        return self.message_type.partition("^")[2]
 
     @property
     def sender(self) -> str:
@@ -93,7 +113,19 @@ def _repetitions(seg: hl7.Segment, num: int) -> int:
 def read_header(msg: hl7.Message) -> Header:
     msh = msg.segment("MSH")
     kind = "^".join(p for p in (get(msh, 9, 1), get(msh, 9, 2)) if p)
-    return Header(get(msh, 10), get(msh, 12), get(msh, 3), get(msh, 4), get(msh, 5), get(msh, 6), kind)
+    return Header(
+        get(msh, 10), get(msh, 12), get(msh, 3), get(msh, 4), get(msh, 5), get(msh, 6), kind,
+        get(msh, 11), get(msh, 18),
+    )  # fmt: skip
+
+
+def one_message(msg: hl7.Message) -> list[Issue]:
+    """A second MSH outside an FHS/BHS batch (section 2.10.3): python-hl7 would read it as more segments of
+    the first message, so the whole body is rejected and nothing of it stored."""
+    if len(msg.segments("MSH")) < 2:
+        return []
+    text = "a second MSH outside a batch: send one message per frame or body, or an FHS/BHS batch"
+    return [Issue(Location("MSH", 2), SEGMENT_SEQUENCE_ERROR, text)]
 
 
 def check_header(header: Header) -> list[Issue]:
@@ -107,6 +139,11 @@ def check_header(header: Header) -> list[Issue]:
         issues.append(Issue(
             Location("MSH", 1, 12), UNSUPPORTED_VERSION,
             f"version {header.version or '(none)'} is not taken: send 2.3 to 2.5.1",
+        ))  # fmt: skip
+    if header.processing_id not in ("", "P"):  # MSH-11, table 0103: only production results are stored
+        issues.append(Issue(
+            Location("MSH", 1, 11), UNSUPPORTED_PROCESSING_ID,
+            f"processing id {header.processing_id}: training/debugging messages are not stored (send P)",
         ))  # fmt: skip
     code, _, event = header.message_type.partition("^")
     if code != "ORU":
@@ -167,11 +204,10 @@ def _number(obx: hl7.Segment, seq: int) -> tuple[str, float | None, Issue | None
     if comparator not in ("", "=", "<"):
         reason = f"comparator {comparator!r} is not taken: '<' (undetectable below a limit) or none"
         return "", None, Issue(where, DATA_TYPE_ERROR, reason)
-    try:
-        value = float(text)
-    except ValueError:
-        return "", None, Issue(where, DATA_TYPE_ERROR, f"{text!r} is not a number")
-    return comparator.strip("="), value, None
+    if not NM_PATTERN.fullmatch(text):  # checked before float(), which takes 1_000, 5E1, inf, nan
+        reason = f"{text!r} is not an HL7 NM number (digits, an optional sign and decimal point)"
+        return "", None, Issue(where, DATA_TYPE_ERROR, reason)
+    return comparator.strip("="), float(text), None
 
 
 @dataclass
@@ -186,13 +222,26 @@ class _Group:
     spm_time: bool = False
 
 
+def _analyte(obx: hl7.Segment, codes: CodeMap) -> tuple[Analyte | None, str]:
+    """OBX-3 (CE/CWE, section 2.A.8): the identifier in components 1-3, else the alternate identifier in
+    components 4-6 (a local code first and LOINC second, say). Also the codings named, for a warning."""
+    named = []
+    for first in (1, 4):
+        code, text, system = (get(obx, 3, first + i) for i in range(3))
+        if not (code or system) and first == 4:
+            continue
+        analyte = codes.analyte(code, system or None)
+        if analyte is not None:
+            return analyte, ""
+        named.append(f"{code or '(empty)'} ({text}, {system})")
+    return None, " nor ".join(named)
+
+
 def _fill(group: _Group, obx: hl7.Segment, seq: int, codes: CodeMap, out: Parsed) -> None:
-    code, system = get(obx, 3, 1), get(obx, 3, 3)
-    analyte = codes.analyte(code, system or None)
+    analyte, named = _analyte(obx, codes)
     if analyte is None:
         # Never guessed (shared/interop/codes.py): ignored, and named in the ACK as a warning.
-        named = f"OBX-3 code {code or '(empty)'} ({get(obx, 3, 2)}, {system})"
-        text = f"{named} is not one this service knows: ignored"
+        text = f"OBX-3 code {named} is not one this service knows: ignored"
         out.warnings.append(Issue(Location("OBX", seq, 3), TABLE_VALUE_NOT_FOUND, text, "W"))
         return
     group.statuses.append((get(obx, 11), seq))

@@ -25,7 +25,7 @@ from celery import Celery
 from shared import intake, keys, store
 from shared.config import Settings
 from shared.interop.codes import CodeMap
-from shared.interop.hl7_ack import Ack, build_ack, build_batch_ack
+from shared.interop.hl7_ack import CHARSETS, Ack, build_ack, build_batch_ack
 from shared.interop.hl7_oru import (
     DATA_TYPE_ERROR,
     DUPLICATE_KEY,
@@ -38,6 +38,8 @@ from shared.interop.hl7_oru import (
     Location,
     Parsed,
     check_header,
+    get,
+    one_message,
     parse_oru,
     read_header,
 )
@@ -65,15 +67,34 @@ class Door:
     what: str  # e.g. "POST /v1/hl7v2" or "MLLP"
 
 
-def to_text(raw: bytes | str) -> str:
-    """The message as text with CR segment separators. UTF-8, or ISO 8859-1 when MSH-18 says so; files
-    and curl bodies often end segments with LF or CRLF, which python-hl7 (CR only, as HL7 says) would
-    read as one segment."""
+def declared_charset(raw: bytes) -> str:
+    """MSH-18 (character set, table 0211; section 2.15.9.18) of the first MSH, as sent: its first
+    repetition, read with the field and repetition separators MSH-1/MSH-2 declare. "" when absent."""
+    for line in raw.replace(b"\r\n", b"\r").replace(b"\n", b"\r").split(b"\r"):
+        line = line.lstrip(b"\x00 \t\x0b\x1c")
+        if line.startswith(b"MSH") and len(line) > 4:
+            fields = line.split(line[3:4])  # fields[n - 1] is MSH-n (MSH-1 is the separator itself)
+            repeat = fields[1][1:2] if len(fields) > 1 and len(fields[1]) > 1 else b"~"
+            value = fields[17].split(repeat)[0] if len(fields) > 17 else b""
+            return value.decode("ascii", "replace").strip()
+    return ""
+
+
+def to_text(raw: bytes | str, charset: str = "utf-8") -> str:
+    """The message as text with CR segment separators, decoded in ``charset`` (the codec MSH-18 names);
+    files and curl bodies often end segments with LF or CRLF, which python-hl7 (CR only, as HL7 says)
+    would read as one segment."""
     if isinstance(raw, bytes):
-        first = raw.split(b"\r", 1)[0].split(b"\n", 1)[0]
-        latin = b"8859/1" in first or b"8859-1" in first
-        raw = raw.decode("latin-1" if latin else "utf-8")
+        raw = raw.decode(charset)
     return raw.replace("\r\n", "\r").replace("\n", "\r").strip("\r\n\x00 \t\x0b\x1c")
+
+
+def header_of(raw: bytes) -> Header:
+    """The MSH of a body, as far as it can be read (an empty Header otherwise): for an ACK to name it."""
+    try:
+        return read_header(hl7.parse(to_text(raw, "latin-1")))
+    except Exception:  # noqa: BLE001 - anything unreadable is simply not named
+        return Header()
 
 
 def _location(parsed: Parsed, index: int, name: str) -> Location:
@@ -108,12 +129,22 @@ def _store_issue(parsed: Parsed, err: store.StoreError) -> Issue:
 
 def _unavailable(header: Header, exc: Exception, warnings: list[Issue]) -> Ack:
     log.warning("HL7 message not stored: store unavailable (%s)", type(exc).__name__)
-    text = "the result was NOT stored: the service's store is unavailable; send the message again"
+    text = (
+        "the service's store is unavailable: the result may not have been stored: send the message again"
+        " (a re-send is safe: a stored result is answered as unchanged)"
+    )
     return build_ack(header, "AR", [Issue(None, INTERNAL_ERROR, text), *warnings], 503, retry=True)
 
 
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+def _digest(msg: hl7.Message) -> str:
+    """What makes a re-send the same message: all of it but MSH-7 (date/time of message, section
+    2.14.9.7), which an engine's retry may stamp anew. Blanked in the parsed message, so escaped
+    delimiters cannot shift it."""
+    copy = hl7.parse(str(msg))
+    msh = copy.segment("MSH")
+    if len(msh) > 7:
+        msh[7] = ""
+    return hashlib.sha256(str(copy).encode()).hexdigest()
 
 
 def _remembered(r: redis.Redis, key: str, digest: str, header: Header) -> Ack | None:
@@ -157,11 +188,11 @@ def _handle_one(
         header = read_header(msg)
     except Exception as exc:  # noqa: BLE001 - garbage of any shape is answered, never raised
         return build_ack(Header(), "AR", [Issue(None, 100, f"not an HL7 v2 message: {exc}"[:200])])
-    rejected = check_header(header)
+    rejected = one_message(msg) or check_header(header)
     if rejected:
         return build_ack(header, "AR", rejected)
     key = keys.hl7_ack(door.caller, header.sender, header.control_id)
-    digest = _digest(text)
+    digest = _digest(msg)
     try:
         parsed = parse_oru(msg, codes, settings.patient_id_authority)
     except Exception as exc:  # noqa: BLE001 - a message the parser cannot walk is refused, not a crash
@@ -189,17 +220,36 @@ def handle_message(
     r: redis.Redis, celery: Celery, raw: bytes | str, door: Door, settings: Settings, codes: CodeMap
 ) -> Ack:
     """The ACK for one ER7 message, or a batch of ACKs for an FHS/BHS batch (each message on its own)."""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8")
+    declared = declared_charset(raw)
+    if declared not in CHARSETS:  # MSH-18, table 0211: only the character sets this service reads
+        text = f"character set {declared!r} is not taken: send UNICODE UTF-8, 8859/1, 8859/15 or ASCII"
+        return build_ack(header_of(raw), "AR", [Issue(Location("MSH", 1, 18), 103, text)])
     try:
-        text = to_text(raw)
+        text = to_text(raw, CHARSETS[declared])
     except UnicodeDecodeError:
-        return build_ack(Header(), "AR", [Issue(None, 102, "the message is not UTF-8 (or 8859/1 by MSH-18)")])
+        reason = f"the message is not {declared or 'UTF-8'} text, as MSH-18 declares"
+        return build_ack(header_of(raw), "AR", [Issue(Location("MSH", 1, 18), 102, reason)])
     if not text.startswith(("FHS", "BHS")):
         return _handle_one(r, celery, text, door, settings, codes)
+    return _handle_batch(r, celery, text, door, settings, codes)
+
+
+def _handle_batch(
+    r: redis.Redis, celery: Celery, text: str, door: Door, settings: Settings, codes: CodeMap
+) -> Ack:
+    """An FHS/BHS batch (HL7 v2.5 section 2.10.3): each message on its own, one ACK each."""
     try:
-        batch = hl7.parse_file(text) if text.startswith("FHS") else [hl7.parse_batch(text)]
-        messages = [str(m) for b in batch for m in b]
+        file = hl7.parse_file(text) if text.startswith("FHS") else None
+        batches = list(file) if file is not None else [hl7.parse_batch(text)]
+        messages = [str(m) for b in batches for m in b]
     except Exception as exc:  # noqa: BLE001
         return build_ack(Header(), "AR", [Issue(None, 100, f"not an HL7 v2 batch: {exc}"[:200])])
     if not messages:
         return build_ack(Header(), "AR", [Issue(None, 100, "the batch holds no message")])
-    return build_batch_ack([_handle_one(r, celery, m, door, settings, codes) for m in messages])
+    # FHS-11/BHS-11, the file and batch control ids, echoed in the ACK batch's FHS-12/BHS-12.
+    file_id = get(file.header, 11) if file is not None and file.header else ""
+    batch_id = get(batches[0].header, 11) if batches[0].header else ""
+    acks = [_handle_one(r, celery, m, door, settings, codes) for m in messages]
+    return build_batch_ack(acks, file_id, batch_id)

@@ -10,7 +10,7 @@ import pytest
 from shared.config import load_settings
 from shared.interop.codes import CodeMap, load_code_map
 from shared.interop.hl7_ack import build_ack, build_batch_ack
-from shared.interop.hl7_oru import check_header, hl7_time, parse_oru, read_header
+from shared.interop.hl7_oru import Issue, Location, check_header, hl7_time, parse_oru, read_header
 from shared.interop.hl7v2 import Door, handle_message, to_text
 from tests.interop.hl7_messages import copies, oru
 
@@ -193,3 +193,121 @@ def test_batch_answers_one_ack_per_message():
     assert lines[0].startswith("FHS|") and lines[1].startswith("BHS|")
     assert [x for x in lines if x.startswith("MSA")] == ["MSA|AR|B-1", "MSA|AR|B-2"]
     assert "BTS|2" in lines and ack.code == "AR" and ack.http_status == 400
+
+
+# --- review fixes -----------------------------------------------------------------------------------
+
+
+def test_obx3_alternate_identifier_is_read_when_the_first_is_a_local_code():
+    obx = ["NM|LOCAL1^BCR-ABL IS^L^69380-4^BCR-ABL1 IS^LN||0.05|%|||||F", "NM|ABL1-COPIES^^L||100000||||||F"]
+    p = parsed(oru("1", "A", obx))
+    assert p.errors == [] and p.warnings == [] and p.docs[0]["is_percent"] == 0.05
+    unknown = parsed(oru("1", "A", [*copies(), "NM|LOCAL1^X^L^HB^Hb^99LAB||1||||||F"]))
+    assert [w.location.erl() for w in unknown.warnings] == ["OBX^3^3"]
+    assert "LOCAL1 (X, L) nor HB (Hb, 99LAB)" in unknown.warnings[0].text
+
+
+@pytest.mark.parametrize("value", ["1_000", "5E1", "inf", "nan", "1e3", "0x10", "+", ".", "1.2.3", " "])
+def test_nm_is_the_hl7_nm_pattern_not_float(value):
+    assert errs(parsed(oru("1", "A", copies(bcr=value)))) == [("OBX^1^5", 102, "E")]
+    sn = parsed(oru("1", "A", [f"SN|69380-4^^LN||<^{value}|%|||||F"]))
+    assert errs(sn) == [("OBX^1^5", 102, "E")]
+
+
+@pytest.mark.parametrize(("value", "number"), [("50", 50.0), ("+50.", 50.0), (".5", 0.5), ("-0.25", -0.25)])
+def test_nm_numbers_are_read(value, number):
+    p = parsed(oru("1", "A", copies(bcr=value)))
+    assert p.docs[0].get("bcr_abl1_copies") == number
+
+
+def test_v23_err1_is_an_eld_and_msa3_the_first_error():
+    header = read_header(hl7.parse(to_text(oru("1", "A", copies(), control="C-23", version="2.3"))))
+    issues = [
+        Issue(Location("MSH", 1, 9, 2), 201, "event 'R30': send ORU^R01"),
+        Issue(None, 207, "store down"),
+    ]
+    lines = build_ack(header, "AR", issues).text.split("\r")
+    assert lines[1] == "MSA|AR|C-23|event 'R30': send ORU\\S\\R01"
+    assert lines[2].split("|")[1:3] == [
+        "MSH^1^9^201&Unsupported event code&HL70357", "MSH^1^9^1^2",
+    ]  # fmt: skip
+    assert lines[3].split("|")[1] == "^^^207&Application internal error&HL70357"
+    # 2.5: no ERR-1, no MSA-3.
+    v25 = read_header(hl7.parse(to_text(oru("1", "A", copies(), control="C-25"))))
+    lines = build_ack(v25, "AR", issues).text.split("\r")
+    assert lines[1] == "MSA|AR|C-25" and lines[2].startswith("ERR||MSH^1^9^1^2|")
+
+
+def test_the_ack_echoes_event_and_processing_id():
+    text = oru("1", "A", copies(), control="C-T", version="2.3").replace("|C-T|P|", "|C-T|T|")
+    header = read_header(hl7.parse(to_text(text)))
+    msh = build_ack(header, "AA").text.split("\r")[0].split("|")
+    assert (msh[8], msh[10]) == ("ACK^R01", "T")
+    msh = build_ack(read_header(hl7.parse(to_text(oru("1", "A", copies())))), "AA").text.split("|")
+    assert (msh[8], msh[10]) == ("ACK^R01^ACK", "P")
+
+
+@pytest.mark.parametrize("processing", ["T", "D"])
+def test_training_and_debugging_messages_are_rejected(processing):
+    raw = oru("1", "A", copies(), control="C-T").replace("|C-T|P|", f"|C-T|{processing}|")
+    ack = handle_message(None, None, raw, DOOR, load_settings(), CodeMap())  # type: ignore[arg-type]
+    lines = ack.text.split("\r")
+    assert ack.code == "AR" and lines[1] == "MSA|AR|C-T" and lines[0].split("|")[10] == processing
+    assert lines[2].startswith("ERR||MSH^1^11|202^") and "training/debugging" in lines[2]
+
+
+def test_two_messages_outside_a_batch_are_rejected_whole():
+    raw = oru("1", "A", copies(), control="C-1") + oru("1", "B", copies(), control="C-2")
+    ack = handle_message(None, None, raw, DOOR, load_settings(), CodeMap())  # type: ignore[arg-type]
+    lines = ack.text.split("\r")
+    assert lines[1] == "MSA|AR|C-1" and lines[2].startswith("ERR||MSH^2|100^")
+    assert "one message per frame" in lines[2] and "FHS/BHS batch" in lines[2]
+
+
+@pytest.mark.parametrize(
+    ("msh18", "codec"),
+    [("8859/1", "iso-8859-1"), ("8859/15", "iso-8859-15"), ("UNICODE UTF-8", "utf-8"), ("", "utf-8")],
+)
+def test_msh18_names_the_charset_read_and_answered(msh18, codec):
+    text = oru("1", "A", [*copies(), "NM|HB^Hämoglobin^99LAB||1||||||F"], control="C-CS", version="2.2")
+    text = text.replace("|2.2\r", f"|2.2||||||{msh18}\r") if msh18 else text
+    ack = handle_message(None, None, text.encode(codec), DOOR, load_settings(), CodeMap())  # type: ignore[arg-type]
+    assert ack.charset == codec and ack.text.split("\r")[1] == "MSA|AR|C-CS"
+    assert ack.text.split("\r")[0].split("|")[17:] == ([msh18] if msh18 else [])
+    header = read_header(hl7.parse(to_text(text.encode(codec), codec)))
+    assert header.charset == msh18
+    parsed_text = parse_oru(hl7.parse(to_text(text.encode(codec), codec)), CodeMap(), "")
+    assert "Hämoglobin" in parsed_text.warnings[0].text
+
+
+def test_8859_15_is_not_read_as_latin_1():
+    text = oru("1", "A", [*copies(), "NM|HB^€^99LAB||1||||||F"]).replace("|2.5.1\r", "|2.5.1||||||8859/15\r")
+    from shared.interop.hl7v2 import declared_charset
+
+    raw = text.encode("iso-8859-15")
+    assert declared_charset(raw) == "8859/15"
+    assert "€" in to_text(raw, "iso-8859-15") and "€" not in raw.decode("latin-1")
+
+
+def test_an_unknown_charset_is_rejected_naming_msh18():
+    raw = oru("1", "A", copies(), control="C-8").replace("|2.5.1\r", "|2.5.1||||||8859/2\r").encode()
+    ack = handle_message(None, None, raw, DOOR, load_settings(), CodeMap())  # type: ignore[arg-type]
+    lines = ack.text.split("\r")
+    assert ack.code == "AR" and lines[1] == "MSA|AR|C-8" and lines[2].startswith("ERR||MSH^1^18|103^")
+
+
+def test_batch_ack_echoes_file_and_batch_control_ids():
+    one = oru("1", "A", copies(), control="B-1", version="2.2")
+    raw = f"FHS|^~\\&|LAB||||||||F-11\rBHS|^~\\&|LAB||||||||B-11\r{one}BTS|1\rFTS|1\r"
+    lines = handle_message(None, None, raw, DOOR, load_settings(), CodeMap()).text.split("\r")  # type: ignore[arg-type]
+    assert lines[0].split("|")[11] == "F-11" and lines[1].split("|")[11] == "B-11"
+    assert lines[0].split("|")[10] and lines[0].split("|")[10] != lines[1].split("|")[10]
+
+
+def test_the_ack_memory_digest_ignores_msh7_only():
+    from shared.interop.hl7v2 import _digest
+
+    text = to_text(oru("1", "A", [*copies(), "NM|X\\F\\Y^A^99LAB||1||||||F"]))
+    later = text.replace("|20240301090000|", "|20240301091500|")
+    assert later != text and _digest(hl7.parse(later)) == _digest(hl7.parse(text))
+    assert _digest(hl7.parse(text.replace("|50|", "|51|"))) != _digest(hl7.parse(text))
