@@ -265,4 +265,7 @@ def test_capability_statement_is_valid():
     assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch"}
     [res] = rest["resource"]
     assert res["conditionalCreate"] and res["conditionalUpdate"]
-    assert {p["name"] for p in res["searchParam"]} == {"patient", "code", "date", "_count"}
+    names = {p["name"] for p in res["searchParam"]}
+    assert names == {"patient", "subject", "code", "date", "status", "_count", "_offset"}
+    # update is PUT Observation/<id> (services/api/fhir.py); no _history, so no versioning is claimed
+    assert res["versioning"] == "no-version" and "update" in {i["code"] for i in res["interaction"]}
