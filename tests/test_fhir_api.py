@@ -17,6 +17,7 @@ FHIR = "application/fhir+json"
 LOINC = "http://loinc.org"
 SERVICE = "https://cml-response.org/fhir/CodeSystem/bcr-abl1-qpcr"
 RESPONSE = "https://cml-response.org/fhir/CodeSystem/molecular-response"
+EHR = "http://ehr.example/fhir"
 
 
 def rid() -> str:
@@ -370,7 +371,7 @@ def test_a_batch_answers_each_unsupported_entry_on_its_own(client, pid):
     ]
 
 
-def test_update_by_id_formats_and_what_ehrs_send(client, pid):
+def test_update_by_id_and_formats(client, pid):
     register(client, pid)
     one = rid()
     url = f"/fhir/Observation/{one}"
@@ -389,7 +390,11 @@ def test_update_by_id_formats_and_what_ehrs_send(client, pid):
     xml = client.get(url, headers={"Accept": "application/fhir+xml"})
     assert xml.status_code == 406 and xml.get_json()["issue"][0]["code"] == "not-supported"
     assert client.get(f"{url}?_format=json").status_code == 200
-    # The DSTU2 media type, an absolute subject, PUT ?identifier=&_format=json.
+
+
+def test_what_ehrs_send_is_taken(client, pid):
+    """An absolute subject, DSTU2's media type, an absolute request.url, PUT ?identifier=&_format=json."""
+    register(client, pid)
     two = rid()
     absolute = observation(pid, two, subject={"reference": f"http://ehr.example/fhir/Patient/{pid}"})
     dstu2 = client.post(
@@ -404,17 +409,21 @@ def test_update_by_id_formats_and_what_ehrs_send(client, pid):
         headers={"Content-Type": FHIR},
     )
     assert put.status_code == 201
-    by_url = {"method": "PUT", "url": f"http://ehr.example/fhir/Observation/{rid()}"}
-    answer = post(
-        client,
-        "/fhir",
+    four, five = rid(), rid()
+    entries = [
         {
-            "resourceType": "Bundle",
-            "type": "batch",
-            "entry": [{"resource": observation(pid, rid()), "request": by_url}],
+            "resource": observation(pid, four),
+            "request": {"method": "PUT", "url": f"{EHR}/Observation/{four}"},
         },
-    )
-    assert answer.get_json()["entry"][0]["response"]["status"] == "400 Bad Request"  # not its own id
+        {"resource": observation(pid, five), "request": {"method": "POST", "url": f"{EHR}/Observation"}},
+        {
+            "resource": observation(pid, rid()),
+            "request": {"method": "PUT", "url": f"{EHR}/Observation/{four}"},
+        },
+    ]
+    answer = post(client, "/fhir", {"resourceType": "Bundle", "type": "batch", "entry": entries}).get_json()
+    statuses = [e["response"]["status"] for e in answer["entry"]]
+    assert statuses == ["201 Created", "201 Created", "400 Bad Request"]  # the last: not its own id
 
 
 def _ids(doc: dict) -> list[str]:
