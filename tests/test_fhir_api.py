@@ -460,6 +460,8 @@ def test_search_pages_links_aliases_statuses_and_dates(client, pid):
     assert _ids(found(f"patient={pid}&status=final,corrected")) == ids[:1] + ids[2:]
     assert _ids(found(f"subject=Patient/{pid}&date=2024-03-01")) == [ids[2]]
     assert found(f"patient={pid}&subject=Patient/{pid}-B")["total"] == 0
+    # identifier: matched on the value (the system the lab sent is not stored)
+    assert _ids(found(f"patient={pid}&identifier=urn:other|{ids[2]},{ids[4]}")) == [ids[2], ids[4]]
     assert found(f"patient=http://ehr.example/fhir/Patient/{pid}")["total"] == 5
     # Dates: partial dates are ranges; sa, eb, ne; a dateTime is compared with the day of collection.
     assert _ids(found(f"patient={pid}&date=2024-03")) == ids[2:4]

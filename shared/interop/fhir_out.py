@@ -202,6 +202,8 @@ def capability_statement(base_url: str) -> dict:
                     {"name": "patient", "type": "reference",
                      "documentation": "<id>, Patient/<id> or a URL ending in Patient/<id>"},
                     {"name": "subject", "type": "reference", "documentation": "Patient/<id>: as patient"},
+                    {"name": "identifier", "type": "token",
+                     "documentation": "the accession; matched on the value (the system is not stored)"},
                     {"name": "code", "type": "token", "documentation": f"{LOINC_SYSTEM}|{IS_PERCENT_CODE}"},
                     {"name": "date", "type": "date",
                      "documentation": "the day of collection; eq ne gt lt ge le sa eb; year, month, day or"

@@ -44,6 +44,7 @@ class Search:
     statuses: list[set[str]]  # each parameter an OR of statuses; the parameters are ANDed
     count: int
     offset: int
+    identifiers: list[set[str]] = field(default_factory=list)  # result ids; each parameter an OR
     used: list[tuple[str, str]] = field(default_factory=list)  # the parameters applied, for the links
 
 
@@ -128,6 +129,12 @@ def _statuses(values: list[str]) -> list[set[str]]:
     return out
 
 
+def _identifiers(values: list[str]) -> list[set[str]]:
+    """identifier=[system|]value: the stored result keeps no identifier system, so the value alone is
+    matched (http://hl7.org/fhir/R4/search.html#token); a comma is OR."""
+    return [{t.rpartition("|")[2] for t in value.split(",")} for value in values]
+
+
 def _number(args: Mapping[str, list[str]], name: str, default: int, top: int) -> int:
     values = args.get(name, [str(default)])
     if len(values) != 1 or not values[0].isdigit() or int(values[0]) > top:
@@ -136,9 +143,9 @@ def _number(args: Mapping[str, list[str]], name: str, default: int, top: int) ->
 
 
 def parse_search(args: Mapping[str, list[str]]) -> Search:
-    """The supported parameters (patient or subject, code, date, status, _count, _offset); others are
-    ignored, as FHIR's lenient handling allows (http://hl7.org/fhir/R4/search.html#errors), and left out of
-    the links."""
+    """The supported parameters (patient or subject, identifier, code, date, status, _count, _offset);
+    others are ignored, as FHIR's lenient handling allows (http://hl7.org/fhir/R4/search.html#errors), and
+    left out of the links."""
     pid, used = _patients(args)
     codes_match = True
     for value in args.get("code", []):
@@ -147,7 +154,7 @@ def parse_search(args: Mapping[str, list[str]]) -> Search:
             t.rpartition("|")[2] == IS_PERCENT_CODE and t.rpartition("|")[0] in ("", LOINC_SYSTEM)
             for t in value.split(",")
         )
-    used += [(name, v) for name in ("code", "date", "status") for v in args.get(name, [])]
+    used += [(name, v) for name in ("identifier", "code", "date", "status") for v in args.get(name, [])]
     q = Search(
         pid,
         codes_match,
@@ -155,6 +162,7 @@ def parse_search(args: Mapping[str, list[str]]) -> Search:
         _statuses(args.get("status", [])),
         _number(args, "_count", MAX_COUNT, MAX_COUNT),
         _number(args, "_offset", 0, 10**9),
+        _identifiers(args.get("identifier", [])),
         used,
     )
     return q
@@ -206,7 +214,11 @@ def patient_entries(r: redis.Redis, patient_id: str) -> tuple[list[dict], bool]:
 def _matches(q: Search, entry: dict) -> bool:
     day = parse_date(entry["collected_at"])
     status = entry.get("status", "final")
-    return all(date_matches(op, rng, day) for op, rng in q.dates) and all(status in s for s in q.statuses)
+    return (
+        all(date_matches(op, rng, day) for op, rng in q.dates)
+        and all(status in s for s in q.statuses)
+        and all(entry["result_id"] in ids for ids in q.identifiers)
+    )
 
 
 def search(r: redis.Redis, q: Search) -> tuple[list[dict], int, bool]:

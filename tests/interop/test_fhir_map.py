@@ -266,7 +266,7 @@ def test_capability_statement_is_valid():
     [res] = rest["resource"]
     assert res["conditionalCreate"] and res["conditionalUpdate"]
     names = {p["name"] for p in res["searchParam"]}
-    assert names == {"patient", "subject", "code", "date", "status", "_count", "_offset"}
+    assert names == {"patient", "subject", "identifier", "code", "date", "status", "_count", "_offset"}
     # update is PUT Observation/<id> (services/api/fhir.py); no _history, so no versioning is claimed
     assert res["versioning"] == "no-version" and "update" in {i["code"] for i in res["interaction"]}
 
