@@ -112,11 +112,10 @@ def _refuse(status: int, code: str, where: str, text: str) -> FhirInvalid:
     return FhirInvalid(status, [Issue("error", code, where, text)])
 
 
-def _plan_create(door: Door, resource: Any, write: Write, base: str) -> Mapped | str:
+def _plan_create(door: Door, resource: Any, criteria: str, where: str, base: str) -> Mapped | str:
     """Conditional create (http://hl7.org/fhir/R4/http.html#ccreate): a match is the stored result's id
     (the POST is ignored, nothing is written); no match creates, but never over a stored result."""
-    assert write.criteria is not None
-    named = criteria_id(write.criteria, write.where)
+    named = criteria_id(criteria, where)
     if stored(door, named):
         return named
     mapped = observation_to_document(resource, door.codes, door.authority, base)
@@ -126,7 +125,7 @@ def _plan_create(door: Door, resource: Any, write: Write, base: str) -> Mapped |
             409,
             "conflict",
             mapped.paths["result_id"],
-            f"the criteria {write.criteria!r} match nothing, but result {own} is stored:"
+            f"the criteria {criteria!r} match nothing, but result {own} is stored:"
             " a conditional create does not change it (update it with PUT)",
         )
     return mapped
@@ -160,7 +159,7 @@ def _plan_update(door: Door, resource: Any, write: Write, base: str) -> Mapped:
 def plan(door: Door, resource: Any, write: Write, base: str) -> Mapped | str:
     """What a write does: store a mapped document, or (a str) nothing, its criteria matching that result."""
     if write.method == "POST" and write.criteria is not None:
-        return _plan_create(door, resource, write, base)
+        return _plan_create(door, resource, write.criteria, write.where, base)
     if write.method == "PUT":
         return _plan_update(door, resource, write, base)
     return observation_to_document(resource, door.codes, door.authority, base)
@@ -247,7 +246,8 @@ def entry_write(entry: Any, i: int) -> tuple[Any, Write] | Issue:
     kind, rid, query = (m["type"], m["id"], m["query"]) if m else (None, None, None)
     query = "&".join(p for p in (query or "").split("&") if p and not p.startswith("_format="))
     if kind == "Observation" and method == "POST" and rid is None and not query:
-        criteria = req.get("ifNoneExist") or None  # type: ignore[union-attr]
+        given = req.get("ifNoneExist")  # type: ignore[union-attr]
+        criteria = str(given) if given else None
         return entry.get("resource"), Write("POST", criteria, f"{where}.ifNoneExist")
     if kind == "Observation" and method == "PUT" and (rid is None) == bool(query):
         return entry.get("resource"), Write("PUT", query or None, f"{where}.url", rid)
