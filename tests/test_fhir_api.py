@@ -17,6 +17,7 @@ FHIR = "application/fhir+json"
 LOINC = "http://loinc.org"
 SERVICE = "https://cml-response.org/fhir/CodeSystem/bcr-abl1-qpcr"
 RESPONSE = "https://cml-response.org/fhir/CodeSystem/molecular-response"
+EHR = "http://ehr.example/fhir"
 
 
 def rid() -> str:
@@ -144,7 +145,8 @@ def test_conditional_create_repeat_correct_withdraw_and_update(client, pid):
     again = post(
         client, "/fhir/Observation", observation(pid, rid1), **{"If-None-Exist": f"identifier=urn:lab|{rid1}"}
     )
-    assert again.status_code == 200 and "unchanged" in again.get_json()["issue"][0]["diagnostics"]
+    assert again.status_code == 200 and "nothing was written" in again.get_json()["issue"][0]["diagnostics"]
+    assert post(client, "/fhir/Observation", observation(pid, rid1)).status_code == 200  # a plain repeat
 
     other_final = observation(pid, rid1, component=[comp("ABL1-COPIES", 100000), comp("BCRABL1-COPIES", 7)])
     conflict = post(client, "/fhir/Observation", other_final)
@@ -158,10 +160,10 @@ def test_conditional_create_repeat_correct_withdraw_and_update(client, pid):
     [stored] = timeline(client, pid)
     assert stored["bcr_abl1_copies"] == 7 and stored["status"] == "corrected"
 
-    mismatch = post(
-        client, "/fhir/Observation", observation(pid, rid1), **{"If-None-Exist": "identifier=OTHER"}
+    unsupported = post(
+        client, "/fhir/Observation", observation(pid, rid1), **{"If-None-Exist": f"patient={pid}"}
     )
-    assert mismatch.status_code == 400
+    assert unsupported.status_code == 400 and unsupported.get_json()["issue"][0]["code"] == "not-supported"
 
     # Conditional update: creates, then updates (amended), by identifier.
     rid2 = rid()
@@ -255,7 +257,7 @@ def test_search_and_read_show_the_service_scoring(client, pid):
     coded = client.get(f"/fhir/Observation?patient={pid}&code=http://loinc.org|69380-4&_count=2").get_json()
     assert coded["total"] == 3 and len(coded["entry"]) == 2
     assert client.get(f"/fhir/Observation?patient={pid}&code=1234-5").get_json()["total"] == 0
-    assert client.get(f"/fhir/Observation?patient={pid}&date=2024").status_code == 400
+    assert client.get(f"/fhir/Observation?patient={pid}&date=2024-3").status_code == 400
     assert client.get("/fhir/Observation").status_code == 400
 
     read = client.get(f"/fhir/Observation/{ids[1]}")
@@ -282,3 +284,191 @@ def test_auth_media_type_and_metadata(client, pid):
     broken = client.post("/fhir", data=b'{"resourceType": ', headers={"Content-Type": FHIR})
     assert broken.status_code == 400 and broken.mimetype == FHIR
     assert client.get("/fhir/Patient/x").status_code == 404
+
+
+def _unchanged(r, pid: str):
+    """What a write that writes nothing leaves as it was: the stored results, the version, the audit."""
+    return r.hgetall(keys.results(pid)), r.get(keys.version(pid)), r.xlen(keys.AUDIT)
+
+
+def test_a_conditional_create_with_a_match_writes_nothing(client, r, pid):
+    """http://hl7.org/fhir/R4/http.html#ccreate: one match -> 200, the POST ignored, whatever its status."""
+    register(client, pid)
+    rid1, other = rid(), rid()
+    assert (
+        post(
+            client, "/fhir", bundle("transaction", observation(pid, rid1), observation(pid, other))
+        ).status_code
+        == 200
+    )
+    before = _unchanged(r, pid)
+    changed = [comp("ABL1-COPIES", 100000), comp("BCRABL1-COPIES", 7)]
+    for status in ("corrected", "entered-in-error", "final", "amended"):
+        sent = observation(pid, rid1, status=status, component=changed)
+        answer = post(client, "/fhir/Observation", sent, **{"If-None-Exist": f"identifier=urn:lab|{rid1}"})
+        assert answer.status_code == 200, (status, answer.get_json())
+        assert "nothing was written" in answer.get_json()["issue"][0]["diagnostics"]
+        assert answer.headers["Location"] == f"/fhir/Observation/{rid1}"
+    # Criteria naming another stored result: evaluated, matched, nothing written (the new one neither).
+    new = rid()
+    named = post(
+        client, "/fhir/Observation", observation(pid, new), **{"If-None-Exist": f"identifier={other}"}
+    )
+    assert named.status_code == 200 and client.get(f"/fhir/Observation/{new}").status_code == 404
+    shown = post(
+        client,
+        "/fhir/Observation",
+        observation(pid, rid1, status="corrected", component=changed),
+        **{"If-None-Exist": f"identifier={rid1}", "Prefer": "return=representation"},
+    )
+    assert shown.status_code == 200 and shown.get_json()["resourceType"] == "Observation"
+    assert shown.get_json()["id"] == rid1 and shown.get_json()["status"] == "final"
+    corrected = observation(pid, rid1, status="corrected", component=changed)
+    entry = {
+        "resource": corrected,
+        "request": {"method": "POST", "url": "Observation", "ifNoneExist": f"identifier={rid1}"},
+    }
+    for kind in ("batch", "transaction"):
+        answer = post(client, "/fhir", {"resourceType": "Bundle", "type": kind, "entry": [entry]}).get_json()
+        assert answer["entry"][0]["response"]["status"] == "200 OK", answer
+        assert answer["entry"][0]["response"]["location"] == f"Observation/{rid1}"
+    assert _unchanged(r, pid) == before  # byte-identical, no new version, no audit entry
+
+    # No match: created. No match but the resource's own accession stored: 409, not replaced.
+    created = post(
+        client, "/fhir/Observation", observation(pid, new), **{"If-None-Exist": f"identifier={rid()}"}
+    )
+    assert created.status_code == 201 and created.headers["Location"] == f"/fhir/Observation/{new}"
+    before = _unchanged(r, pid)
+    over = post(client, "/fhir/Observation", corrected, **{"If-None-Exist": f"identifier={rid()}"})
+    assert over.status_code == 409 and over.get_json()["issue"][0]["code"] == "conflict"
+    assert _unchanged(r, pid) == before
+    # A plain POST (no criteria) still replaces, as the JSON API does.
+    replaced = post(client, "/fhir/Observation", corrected)
+    assert replaced.status_code == 200 and "replaced" in replaced.get_json()["issue"][0]["diagnostics"]
+
+
+def test_a_batch_answers_each_unsupported_entry_on_its_own(client, pid):
+    """http://hl7.org/fhir/R4/http.html#brules: a bad entry is its own 400; a transaction is refused whole."""
+    register(client, pid)
+    good = observation(pid, rid())
+    entries = [
+        {"resource": good, "request": {"method": "POST", "url": "http://ehr.example/fhir/Observation"}},
+        {"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}},
+        {"request": {"method": "DELETE", "url": f"Observation/{rid()}"}},
+        {"request": {"method": "GET", "url": f"Observation?patient={pid}"}},
+    ]
+    done = post(client, "/fhir", {"resourceType": "Bundle", "type": "batch", "entry": entries})
+    assert done.status_code == 200, done.get_json()
+    statuses = [e["response"]["status"] for e in done.get_json()["entry"]]
+    assert statuses == ["201 Created"] + ["400 Bad Request"] * 3
+    outcome = done.get_json()["entry"][1]["response"]["outcome"]
+    assert outcome["issue"][0]["expression"] == ["Bundle.entry[1].request"]
+    whole = post(client, "/fhir", {"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    assert whole.status_code == 400
+    assert [i["expression"] for i in whole.get_json()["issue"]] == [
+        [f"Bundle.entry[{i}].request"] for i in (1, 2, 3)
+    ]
+
+
+def test_update_by_id_and_formats(client, pid):
+    register(client, pid)
+    one = rid()
+    url = f"/fhir/Observation/{one}"
+    # PUT Observation/<id>: creates, then replaces; the identifier must be the id.
+    assert client.put(url, json=observation(pid, one), headers={"Content-Type": FHIR}).status_code == 201
+    amended = observation(
+        pid, one, status="amended", component=[comp("ABL1-COPIES", 1e5), comp("BCRABL1-COPIES", 9)]
+    )
+    assert client.put(url, json=amended, headers={"Content-Type": FHIR}).status_code == 200
+    other = client.put(url, json=observation(pid, rid()), headers={"Content-Type": FHIR})
+    assert other.status_code == 400 and other.get_json()["resourceType"] == "OperationOutcome"
+    wrong_id = client.put(url, json={**observation(pid, one), "id": "else"}, headers={"Content-Type": FHIR})
+    assert wrong_id.status_code == 400
+    # JSON only: XML asked for is 406; _format=json is taken.
+    assert client.get(f"{url}?_format=xml").status_code == 406
+    xml = client.get(url, headers={"Accept": "application/fhir+xml"})
+    assert xml.status_code == 406 and xml.get_json()["issue"][0]["code"] == "not-supported"
+    assert client.get(f"{url}?_format=json").status_code == 200
+
+
+def test_what_ehrs_send_is_taken(client, pid):
+    """An absolute subject, DSTU2's media type, an absolute request.url, PUT ?identifier=&_format=json."""
+    register(client, pid)
+    two = rid()
+    absolute = observation(pid, two, subject={"reference": f"http://ehr.example/fhir/Patient/{pid}"})
+    dstu2 = client.post(
+        "/fhir/Observation", data=json.dumps(absolute), headers={"Content-Type": "application/json+fhir"}
+    )
+    assert dstu2.status_code == 201, dstu2.get_json()
+    assert client.get(f"/fhir/Observation/{two}").get_json()["subject"]["reference"] == f"Patient/{pid}"
+    three = rid()
+    put = client.put(
+        f"/fhir/Observation?identifier={three}&_format=json",
+        json=observation(pid, three),
+        headers={"Content-Type": FHIR},
+    )
+    assert put.status_code == 201
+    four, five = rid(), rid()
+    entries = [
+        {
+            "resource": observation(pid, four),
+            "request": {"method": "PUT", "url": f"{EHR}/Observation/{four}"},
+        },
+        {"resource": observation(pid, five), "request": {"method": "POST", "url": f"{EHR}/Observation"}},
+        {
+            "resource": observation(pid, rid()),
+            "request": {"method": "PUT", "url": f"{EHR}/Observation/{four}"},
+        },
+    ]
+    answer = post(client, "/fhir", {"resourceType": "Bundle", "type": "batch", "entry": entries}).get_json()
+    statuses = [e["response"]["status"] for e in answer["entry"]]
+    assert statuses == ["201 Created", "201 Created", "400 Bad Request"]  # the last: not its own id
+
+
+def _ids(doc: dict) -> list[str]:
+    return [e["resource"]["id"] for e in doc["entry"] if e["resource"]["resourceType"] == "Observation"]
+
+
+def test_search_pages_links_aliases_statuses_and_dates(client, pid):
+    register(client, pid)
+    days = ("2023-12-31", "2024-02-29", "2024-03-01", "2024-03-31T23:30:00+02:00", "2024-04-01")
+    ids = [f"{pid}-{i}" for i in range(len(days))]
+    resources = [observation(pid, i, d) for i, d in zip(ids, days, strict=True)]
+    assert post(client, "/fhir", bundle("transaction", *resources)).status_code == 200
+    withdrawn = observation(pid, ids[1], "2024-02-29", status="entered-in-error")
+    assert post(client, "/fhir/Observation", withdrawn).status_code == 200
+    wait_status(client, pid, lambda d: d["results_count"] == 4)
+
+    def found(query: str) -> dict:
+        answer = client.get(f"/fhir/Observation?{query}")
+        assert answer.status_code == 200, answer.get_json()
+        return answer.get_json()
+
+    # Paging: _count with more matches gives next (by _offset); the self link shows what was used.
+    page = found(f"patient={pid}&_count=2&foo=bar")
+    assert _ids(page) == ids[:2] and page["total"] == 5
+    links = {link["relation"]: link["url"] for link in page["link"]}
+    assert "foo" not in links["self"] and "_count=2" in links["self"]
+    following = found(links["next"].split("?", 1)[1])
+    assert _ids(following) == ids[2:4]
+    assert {link["relation"] for link in following["link"]} == {"self", "first", "previous", "next"}
+    last = found({link["relation"]: link["url"] for link in following["link"]}["next"].split("?", 1)[1])
+    assert _ids(last) == ids[4:] and "next" not in {link["relation"] for link in last["link"]}
+    # status; subject as an alias of patient (two different patients: nothing); an absolute patient URL.
+    assert _ids(found(f"patient={pid}&status=entered-in-error")) == [ids[1]]
+    assert _ids(found(f"patient={pid}&status=final,corrected")) == ids[:1] + ids[2:]
+    assert _ids(found(f"subject=Patient/{pid}&date=2024-03-01")) == [ids[2]]
+    assert found(f"patient={pid}&subject=Patient/{pid}-B")["total"] == 0
+    # identifier: matched on the value (the system the lab sent is not stored)
+    assert _ids(found(f"patient={pid}&identifier=urn:other|{ids[2]},{ids[4]}")) == [ids[2], ids[4]]
+    assert found(f"patient=http://ehr.example/fhir/Patient/{pid}")["total"] == 5
+    # Dates: partial dates are ranges; sa, eb, ne; a dateTime is compared with the day of collection.
+    assert _ids(found(f"patient={pid}&date=2024-03")) == ids[2:4]
+    assert _ids(found(f"patient={pid}&date=2024")) == ids[1:]
+    assert _ids(found(f"patient={pid}&date=sa2024-03-01")) == ids[3:]
+    assert _ids(found(f"patient={pid}&date=eb2024-03")) == ids[:2]
+    assert _ids(found(f"patient={pid}&date=ne2024-03")) == [ids[0], ids[1], ids[4]]
+    assert _ids(found(f"patient={pid}&date=ge2024-03-01T12:00:00Z")) == ids[2:]
+    assert _ids(found(f"patient={pid}&date=lt2024-03-01T00:00:00Z")) == ids[:2]
+    assert client.get(f"/fhir/Observation?patient={pid}&date=2024-13").status_code == 400

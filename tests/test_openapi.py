@@ -313,6 +313,7 @@ def _examples(spec: dict):
             assert found, f"{method.upper()} {path} has no request example"
             for name, value in found.items():
                 path = path.replace("{patient_id}", "P-000042").replace("{cohort_id}", "ACTIM")
+                path = path.replace("{result_id}", "LAB-2024-000123")
                 if (method, path) == ("put", FHIR_OBS):
                     path += "?identifier=LAB-2024-000123"  # a conditional update names its identifier
                 yield method, path, name, value, media_type
@@ -995,14 +996,44 @@ def test_fhir_conforms(call, pid):
     wait_status(call.client, pid, lambda d: d["results_count"] == 3)
     found = call("GET", f"{FHIR_OBS}?patient={pid}&date=ge2024-01-01&_count=10", FHIR_OBS, 200, mimetype=FHIR)
     assert found.get_json()["total"] == 3
-    call("GET", f"{FHIR_OBS}?patient={pid}&date=2024", FHIR_OBS, 400, valid_request=False)
+    call("GET", f"{FHIR_OBS}?patient={pid}&date=2024-3", FHIR_OBS, 400, valid_request=False)
     read = call("GET", f"{FHIR_OBS}/{rid}", FHIR_READ, 200, mimetype=FHIR).get_json()
     assert read["interpretation"][0]["text"] == "MMR"
     call("GET", f"{FHIR_OBS}/{rid}-none", FHIR_READ, 404)
+    # A conditional create matching a stored result: 200, the stored Observation when asked for.
+    criteria = {"If-None-Exist": f"identifier={rid}", "Prefer": "return=representation"}
+    corrected = _fhir(_observation(pid, rid, "corrected", 2))
+    matched = call("POST", FHIR_OBS, FHIR_OBS, 200, mimetype=FHIR, headers=criteria, **corrected)
+    assert matched.get_json()["resourceType"] == "Observation"
 
-    for method, template in (("POST", FHIR_OBS), ("PUT", FHIR_OBS), ("POST", FHIR_BASE), ("GET", FHIR_OBS),
-                             ("GET", FHIR_READ), ("GET", FHIR_META)):  # fmt: skip
+    _fhir_update_by_id(call, pid, f"{rid}-7")
+    for method, template, path in _FHIR_OPERATIONS:  # XML is not served
+        resource = _observation(pid, f"{rid}-8")
+        body = {} if method == "GET" else _fhir(_bundle("batch", resource) if path == FHIR_BASE else resource)
+        url = path.format(rid=rid) + ("&" if "?" in path else "?") + "_format=xml"
+        public = {"Authorization": ""} if template == FHIR_META else {}
+        call(method, url, template, 406, headers=public, **body)
+    for method, template, _ in _FHIR_OPERATIONS:
         call.assert_covered(method, template, NEVER_TRIGGERED | {"503"})
+
+
+_FHIR_OPERATIONS = (("POST", FHIR_OBS, FHIR_OBS), ("PUT", FHIR_OBS, f"{FHIR_OBS}?identifier={{rid}}-8"),
+                    ("POST", FHIR_BASE, FHIR_BASE), ("GET", FHIR_OBS, f"{FHIR_OBS}?patient=P-1"),
+                    ("GET", FHIR_READ, f"{FHIR_OBS}/{{rid}}"), ("PUT", FHIR_READ, f"{FHIR_OBS}/{{rid}}-8"),
+                    ("GET", FHIR_META, FHIR_META))  # fmt: skip
+
+
+def _fhir_update_by_id(call, pid: str, rid: str) -> None:
+    """PUT /fhir/Observation/<id>: creates, replaces, and refuses another identifier."""
+    url = f"{FHIR_OBS}/{rid}"
+    call("PUT", url, FHIR_READ, 201, mimetype=FHIR, **_fhir(_observation(pid, rid)))
+    call("PUT", url, FHIR_READ, 200, mimetype=FHIR, **_fhir(_observation(pid, rid, "amended", 5)))
+    call("PUT", url, FHIR_READ, 409, **_fhir(_observation(pid, rid, copies=9)))
+    call("PUT", url, FHIR_READ, 400, **_fhir(_observation(pid, f"{rid}-other")))
+    call("PUT", url, FHIR_READ, 422, **_fhir(_observation(f"{pid}-nobody", rid)))
+    call("PUT", url, FHIR_READ, 415, valid_request=False, data="x", content_type="text/plain")
+    big = _fhir({**_observation(pid, rid), "note": [{"text": "x" * (3 * 1024 * 1024)}]})
+    call("PUT", url, FHIR_READ, 413, **big)
 
 
 # --- authentication, rate limits, idempotency keys, ops ------------------------------------------------
@@ -1035,6 +1066,7 @@ def _requests(pid: str) -> dict[tuple[str, str], tuple[str, dict]]:
         ("put", FHIR_OBS): (f"{FHIR_OBS}?identifier=R-auth", _fhir(_observation(pid, "R-auth"))),
         ("get", FHIR_OBS): (f"{FHIR_OBS}?patient={pid}", {}),
         ("get", FHIR_READ): (f"{FHIR_OBS}/R-auth", {}),
+        ("put", FHIR_READ): (f"{FHIR_OBS}/R-auth", _fhir(_observation(pid, "R-auth"))),
     }
 
 
@@ -1292,6 +1324,7 @@ def test_store_down_answers_documented_503s(openapi, spec, pid):
         call("PUT", f"{FHIR_OBS}?identifier=R-1", FHIR_OBS, 503, **_fhir(_observation(pid, "R-1"))),
         call("GET", f"{FHIR_OBS}?patient={pid}", FHIR_OBS, 503),
         call("GET", f"{FHIR_OBS}/R-1", FHIR_READ, 503),
+        call("PUT", f"{FHIR_OBS}/R-1", FHIR_READ, 503, **_fhir(_observation(pid, "R-1"))),
     ]
     for resp in answers:
         assert problem(resp)["type"] == "/problems/store-unavailable"

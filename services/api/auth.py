@@ -63,6 +63,7 @@ REQUIRED: dict[str, frozenset[str]] = {
     # FHIR R4 (services/api/fhir.py): the same scopes as the JSON routes.
     "fhir.create": frozenset({"results:write"}),
     "fhir.conditional_update": frozenset({"results:write"}),
+    "fhir.update": frozenset({"results:write"}),
     "fhir.bundle": frozenset({"results:write"}),
     "fhir.search": frozenset({"status:read"}),
     "fhir.read": frozenset({"status:read"}),

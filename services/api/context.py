@@ -148,14 +148,15 @@ def _parse(raw: bytes) -> Any:
         raise _malformed(f"The body is not valid JSON: {type(exc).__name__}") from exc
 
 
-def json_body() -> Any:
+def json_body(media_checked: bool = False) -> Any:
     """The request body parsed as JSON (once per request: the Idempotency-Key hash and the route both
     read it), or a 415/413/400 problem saying what is wrong with it: larger than MAX_BODY_BYTES however
-    it is sent, malformed, nested deeper than MAX_DEPTH, or repeating a key in one object."""
+    it is sent, malformed, nested deeper than MAX_DEPTH, or repeating a key in one object.
+    ``media_checked``: the caller has checked the media type itself (FHIR takes application/json+fhir)."""
     cached = request.environ.get(_PARSED)
     if cached is not None:
         return cached[0]
-    if not request.is_json:
+    if not media_checked and not request.is_json:
         raise Problem(
             415, "unsupported-media-type", "Unsupported media type", "Send the body as application/json."
         )

@@ -29,7 +29,9 @@ from shared.interop.fhir_out import (
 
 bp = Blueprint("fhir", __name__)
 
-_ACCEPTED_MEDIA = ("application/fhir+json", "application/json")
+# application/json+fhir is DSTU2's FHIR media type, still sent by EHRs (http://hl7.org/fhir/R4/http.html#mime-type)
+_ACCEPTED_MEDIA = ("application/fhir+json", "application/json", "application/json+fhir")
+_JSON_FORMATS = ("json", "application/json", "application/fhir+json", "application/json+fhir")
 
 
 def _fhir(body: dict, status: int = 200, headers: dict | None = None) -> Response:
@@ -66,7 +68,21 @@ def _body() -> object:
         raise Problem(
             415, "unsupported-media-type", "Unsupported media type", "Send the body as application/fhir+json."
         )
-    return json_body()
+    return json_body(media_checked=True)
+
+
+@bp.before_request
+def _format() -> None:
+    """JSON only: ``_format`` other than json, or an Accept header taking no JSON, is 406
+    (http://hl7.org/fhir/R4/http.html#mime-type); ``_format=json`` is taken and ignored."""
+    fmt = request.args.get("_format")
+    accepts = request.accept_mimetypes
+    takes_json = not request.headers.get("Accept") or accepts.best_match(list(_JSON_FORMATS[1:]))
+    if (fmt is not None and fmt not in _JSON_FORMATS) or not takes_json:
+        raise FhirInvalid(
+            406,
+            [Issue("error", "not-supported", "_format", "this server answers application/fhir+json only")],
+        )
 
 
 @bp.errorhandler(FhirInvalid)
@@ -104,19 +120,31 @@ def _written(answer: fhir_write.Answer) -> Response:
 
 @bp.post("/fhir/Observation")
 def create() -> Response:
+    """Create; with If-None-Exist a conditional create (http://hl7.org/fhir/R4/http.html#ccreate)."""
     body = _body()
-    return _written(fhir_write.write_one(_door(), body, request.headers.get("If-None-Exist")))
+    write = fhir_write.Write("POST", request.headers.get("If-None-Exist") or None, "If-None-Exist")
+    return _written(fhir_write.write_one(_door(), body, write, prefer=request.headers.get("Prefer", "")))
 
 
 @bp.put("/fhir/Observation")
 def conditional_update() -> Response:
+    """Conditional update (http://hl7.org/fhir/R4/http.html#cond-update)."""
     body = _body()
     query = request.query_string.decode("utf-8", "replace")
-    if not query:
+    if not [k for k in request.args if k != "_format"]:
         raise FhirInvalid(
             400, [Issue("error", "required", "Observation", "PUT /fhir/Observation?identifier=...")]
         )
-    return _written(fhir_write.write_one(_door(), body, query))
+    return _written(fhir_write.write_one(_door(), body, fhir_write.Write("PUT", query, "Observation")))
+
+
+@bp.put("/fhir/Observation/<result_id>")
+def update(result_id: str) -> Response:
+    """Update by id (http://hl7.org/fhir/R4/http.html#update): the id is the result id, so the
+    Observation's identifier[0].value must be it; an unknown id is created (updateCreate)."""
+    body = _body()
+    write = fhir_write.Write("PUT", None, "Observation.id", result_id)
+    return _written(fhir_write.write_one(_door(), body, write))
 
 
 @bp.post("/fhir")
@@ -139,7 +167,8 @@ def search() -> Response:
                 "some results were scored at read time: the patient's recomputation is pending",
             )
         )
-    return _fhir(searchset(found, total, _base_url(), request.url, notes))
+    links = fhir_read.links(q, total, _base_url())
+    return _fhir(searchset(found, total, _base_url(), links, notes))
 
 
 @bp.get("/fhir/Observation/<result_id>")

@@ -22,9 +22,10 @@ The shape taken (http://hl7.org/fhir/R4/observation.html):
   cancelled and unknown are refused with the reason (codes.refused_status_reason).
 - The result id is the laboratory's accession: the first ``identifier``'s ``value``, held to the service's
   id alphabet (letters, digits and . _ : -). Its ``system`` is not part of the id (result ids are unique in
-  the service, as in the JSON API); a conditional request naming a system must name the same one.
-- The patient: ``subject.reference`` ``Patient/<id>``, or ``subject.identifier.value`` whose ``system``, when
-  sent and PATIENT_ID_AUTHORITY is set, must be that authority.
+  the service, as in the JSON API), so criteria ``identifier=[system|]value`` are matched on the value.
+- The patient: ``subject.reference`` ``Patient/<id>`` (or an absolute URL ending in it), or
+  ``subject.identifier.value`` whose ``system``, when sent and PATIENT_ID_AUTHORITY is set, must be that
+  authority.
 - ``effectiveDateTime``: a day (YYYY-MM-DD) or a dateTime with its offset, stored as the JSON API stores
   ``collected_at``. Lab, assay and transcript are not read from FHIR.
 
@@ -286,9 +287,12 @@ def _subject(resource: dict, base: str, authority: str, errors: _Errors) -> str 
     subject = resource.get("subject") or {}
     ref, ident = subject.get("reference"), subject.get("identifier")
     if ref is not None:
-        m = re.fullmatch(r"Patient/([^/]+)", ref)
+        # relative or absolute (http://hl7.org/fhir/R4/references.html#literal): the id is after Patient/
+        m = re.fullmatch(r"(?:https?://[^?#]*/)?Patient/([^/?#]+)", str(ref))
         if m is None:
-            errors.add("value", f"{base}.subject.reference", "must be Patient/<id> (a relative reference)")
+            errors.add(
+                "value", f"{base}.subject.reference", "must be Patient/<id> or a URL ending in Patient/<id>"
+            )
             return None
         return m.group(1)
     if isinstance(ident, dict) and ident.get("value") is not None:

@@ -127,13 +127,16 @@ def observation(entry: dict) -> dict:
     return obs
 
 
-def searchset(entries: list[dict], total: int, base_url: str, self_url: str, notes: list[Issue]) -> dict:
-    """A searchset Bundle (http://hl7.org/fhir/R4/bundle.html#searchset); notes ride as an outcome entry."""
+def searchset(
+    entries: list[dict], total: int, base_url: str, links: list[tuple[str, str]], notes: list[Issue]
+) -> dict:
+    """A searchset Bundle (http://hl7.org/fhir/R4/bundle.html#searchset) with its paging links
+    (http://hl7.org/fhir/R4/http.html#paging); notes ride as an outcome entry."""
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "type": "searchset",
         "total": total,
-        "link": [{"relation": "self", "url": self_url}],
+        "link": [{"relation": relation, "url": url} for relation, url in links],
         "entry": [
             {
                 "fullUrl": f"{base_url}/Observation/{e['result_id']}",
@@ -186,18 +189,29 @@ def capability_statement(base_url: str) -> dict:
                 "type": "Observation",
                 "documentation": "One BCR-ABL1 qPCR result: LOINC 69380-4 (IS%) with copies as components"
                                  " in " + SERVICE_SYSTEM + ". The id is the laboratory's accession"
-                                 " (identifier[0].value). update is conditional only:"
-                                 " PUT Observation?identifier=.",
+                                 " (identifier[0].value): PUT Observation/<id> and conditional"
+                                 " update (PUT Observation?identifier=) need the Observation's own;"
+                                 " If-None-Exist with a match writes nothing. Criteria: identifier=,"
+                                 " matched on the value only (the system is not stored).",
                 "interaction": [{"code": c} for c in ("read", "create", "update", "search-type")],
                 "versioning": "no-version",
                 "updateCreate": True,
                 "conditionalCreate": True,
                 "conditionalUpdate": True,
                 "searchParam": [
-                    {"name": "patient", "type": "reference", "documentation": "Patient/<id> or <id>"},
+                    {"name": "patient", "type": "reference",
+                     "documentation": "<id>, Patient/<id> or a URL ending in Patient/<id>"},
+                    {"name": "subject", "type": "reference", "documentation": "Patient/<id>: as patient"},
+                    {"name": "identifier", "type": "token",
+                     "documentation": "the accession; matched on the value (the system is not stored)"},
                     {"name": "code", "type": "token", "documentation": f"{LOINC_SYSTEM}|{IS_PERCENT_CODE}"},
-                    {"name": "date", "type": "date", "documentation": "day of collection; eq ge le gt lt"},
-                    {"name": "_count", "type": "number", "documentation": "at most this many entries"},
+                    {"name": "date", "type": "date",
+                     "documentation": "the day of collection; eq ne gt lt ge le sa eb; year, month, day or"
+                                      " dateTime (its wall clock as written)"},
+                    {"name": "status", "type": "token", "documentation": "ObservationStatus; comma is OR"},
+                    {"name": "_count", "type": "number", "documentation": "at most this many entries a page"},
+                    {"name": "_offset", "type": "number",
+                     "documentation": "skip this many matches (the next link carries it)"},
                 ],
             }],
             "interaction": [{"code": "transaction"}, {"code": "batch"}],

@@ -265,4 +265,31 @@ def test_capability_statement_is_valid():
     assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch"}
     [res] = rest["resource"]
     assert res["conditionalCreate"] and res["conditionalUpdate"]
-    assert {p["name"] for p in res["searchParam"]} == {"patient", "code", "date", "_count"}
+    names = {p["name"] for p in res["searchParam"]}
+    assert names == {"patient", "subject", "identifier", "code", "date", "status", "_count", "_offset"}
+    # update is PUT Observation/<id> (services/api/fhir.py); no _history, so no versioning is claimed
+    assert res["versioning"] == "no-version" and "update" in {i["code"] for i in res["interaction"]}
+
+
+def test_date_search_ranges_and_entry_urls():
+    """http://hl7.org/fhir/R4/search.html#prefix on the day of collection; absolute request.url."""
+    from datetime import date
+
+    from shared.interop.fhir_read import date_matches, parse_search
+    from shared.interop.fhir_write import relative_url
+
+    def matches(value: str, day: str) -> bool:
+        [(op, rng)] = parse_search({"patient": ["P-1"], "date": [value]}).dates
+        return date_matches(op, rng, date.fromisoformat(day))
+
+    assert matches("2024", "2024-12-31") and not matches("2024", "2025-01-01")
+    assert matches("2024-02", "2024-02-29") and not matches("2024-02", "2024-03-01")
+    assert matches("ge2024-03-01T12:00:00Z", "2024-03-01") and not matches("gt2024-03-01", "2024-03-01")
+    assert not matches("eq2024-03-01T12:00:00Z", "2024-03-01")  # an instant does not contain a day
+    assert matches("sa2024-02", "2024-03-01") and not matches("sa2024-02", "2024-02-29")
+    assert matches("eb2024-02", "2024-01-31") and matches("ne2024-02", "2024-03-01")
+    assert not matches("le2024-02-29", "2024-03-01") and matches("le2024-03-01T12:00:00Z", "2024-03-01")
+    assert not matches("lt2024-03-01T00:00:00Z", "2024-03-01")  # nothing of the day is before it
+    assert relative_url("http://host/fhir/Observation?identifier=x") == "Observation?identifier=x"
+    assert relative_url("https://host/base/Observation/LAB-1") == "Observation/LAB-1"
+    assert relative_url("Observation") == "Observation"
