@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -15,7 +16,10 @@ import urllib.request
 
 import pytest
 
+from tests.interop.hl7_messages import copies
+from tests.interop.hl7_messages import oru as oru_message
 from tests.procs import ROOT, free_port, wait_for
+from tests.test_mllp import exchange
 
 pytestmark = pytest.mark.slow
 
@@ -30,9 +34,9 @@ def get(url: str, key: str | None = None) -> tuple[int, dict]:
 
 
 def test_run_script_serves_the_demo_with_the_key_it_prints(redis_url, tmp_path):
-    port = free_port()
+    port, mllp_port = free_port(), free_port()
     out = tmp_path / "run.out"
-    env = {**os.environ, "REDIS_URL": redis_url, "PORT": str(port)}
+    env = {**os.environ, "REDIS_URL": redis_url, "PORT": str(port), "MLLP_PORT": str(mllp_port)}
     with open(out, "wb") as sink:
         proc = subprocess.Popen(
             [str(ROOT / "scripts" / "run")], cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT,
@@ -52,6 +56,11 @@ def test_run_script_serves_the_demo_with_the_key_it_prints(redis_url, tmp_path):
         code, status = get(f"{base}/v1/patients/DEMO-001/status", key)
         assert code == 200 and status["response_level"] and status["results_count"] >= 1
         assert get(f"{base}/readyz")[0] == 200
+        # The lab's door is up too: an ORU^R01 over MLLP for the demo patient is acknowledged AA.
+        assert f"127.0.0.1:{mllp_port}" in text
+        oru = oru_message("DEMO-001", f"RUN-{port}", copies(), control=f"RUN{port}")
+        with socket.create_connection(("127.0.0.1", mllp_port), timeout=10) as sock:
+            assert "MSA|AA|" in exchange(sock, oru.encode())
     finally:
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         proc.wait(60)
@@ -59,3 +68,5 @@ def test_run_script_serves_the_demo_with_the_key_it_prints(redis_url, tmp_path):
     time.sleep(0.5)
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{base}/healthz", timeout=2)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", mllp_port), timeout=2)
