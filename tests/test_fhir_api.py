@@ -472,3 +472,35 @@ def test_search_pages_links_aliases_statuses_and_dates(client, pid):
     assert _ids(found(f"patient={pid}&date=ge2024-03-01T12:00:00Z")) == ids[2:]
     assert _ids(found(f"patient={pid}&date=lt2024-03-01T00:00:00Z")) == ids[:2]
     assert client.get(f"/fhir/Observation?patient={pid}&date=2024-13").status_code == 400
+
+
+def test_the_readme_example_is_answered_as_the_readme_says(client):
+    """The README's transaction Bundle, as written (fresh ids only), and the search it shows next."""
+    from tests.procs import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## FHIR R4 from and to the EHR") :]
+    start = section.index("curl -s -X POST localhost:8000/fhir")
+    body = section[section.index("-d '", start) + 4 : section.index("}'\n", start) + 1]
+    said = "\n".join(
+        line.removeprefix("# ")
+        for line in section[start : section.index("\n\n", start)].splitlines()[1:]
+        if line.startswith("# ") and not line.startswith("# ->") and not line.startswith("# The")
+    )
+    run = uuid.uuid4().hex[:8]
+    pid, accession = f"P-{run}", f"LAB-{run}"
+    register(client, pid)
+    text = body.replace("P-0001", pid).replace("LAB-2024-000124", accession)
+    resp = client.post("/fhir", data=text, headers={"Content-Type": FHIR})
+    assert resp.status_code == 200, resp.get_json()
+    expected = json.loads(said.replace("LAB-2024-000124", accession))
+    got = resp.get_json()
+    task = got["entry"][0]["response"]["outcome"]["issue"][0]["diagnostics"]
+    assert task.startswith(f"result {accession} created (recomputation /v1/tasks/")
+    expected["entry"][0]["response"]["outcome"]["issue"][0]["diagnostics"] = task
+    assert got == expected, json.dumps(got, indent=1)
+    wait_status(client, pid, lambda d: d["results_count"] == 1)
+    found = client.get(f"/fhir/Observation?patient={pid}&date=ge2024-01-01&_count=20").get_json()
+    [entry] = [e for e in found["entry"] if e.get("search", {}).get("mode") == "match"]
+    coding = entry["resource"]["interpretation"][0]["coding"][0]
+    assert coding["code"] == "MR4.5" and entry["resource"]["valueQuantity"]["comparator"] == "<"
