@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import redis
@@ -153,3 +154,28 @@ class Worker:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.kill9()
+
+
+def start_gunicorn(redis_url: str, log: Path) -> tuple[subprocess.Popen, str]:
+    """The API under gunicorn with the deployed settings (services/api/gunicorn_conf.py, as scripts/run and
+    docker-compose), on a free loopback port; returns the process and its base URL once /healthz answers."""
+    port = free_port()
+    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
+    cmd = [
+        sys.executable, "-m", "gunicorn", "-c", str(ROOT / "services" / "api" / "gunicorn_conf.py"),
+        "-b", f"127.0.0.1:{port}", "services.api:create_app()",
+    ]  # fmt: skip
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        assert proc.poll() is None, log.read_text()
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=2) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    wait_for(up, 30, what="gunicorn")
+    return proc, base

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
@@ -15,7 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.conftest import FULL_KEY
-from tests.procs import ROOT, free_port, stop_process, wait_for
+from tests.procs import ROOT, start_gunicorn, stop_process, wait_for
 
 
 def http(method: str, url: str, body: object | None = None) -> tuple[int, dict]:
@@ -43,30 +41,8 @@ def readme_bodies() -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def gunicorn(redis_url, worker, tmp_path_factory):
-    port = free_port()
     log = tmp_path_factory.mktemp("gunicorn") / "api.log"
-    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "-c",
-        str(ROOT / "services" / "api" / "gunicorn_conf.py"),  # as scripts/run and docker-compose
-        "-b",
-        f"127.0.0.1:{port}",
-        "services.api:create_app()",
-    ]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return http("GET", base + "/healthz")[0] == 200
-        except OSError:
-            return False
-
-    wait_for(up, 30, what="gunicorn")
+    proc, base = start_gunicorn(redis_url, log)
     yield base, log
     stop_process(proc)
 

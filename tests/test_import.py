@@ -27,7 +27,7 @@ import redis
 from services.importer.readers import NUMBER_FIELDS
 from shared import keys, store
 from tests.conftest import FULL_KEY
-from tests.procs import ROOT, free_port, stop_process, wait_for
+from tests.procs import ROOT, free_port, start_gunicorn, stop_process, wait_for
 
 PYTHON = sys.executable
 
@@ -45,24 +45,7 @@ def http(method: str, url: str, body: object | None = None) -> tuple[int, dict]:
 
 @pytest.fixture(scope="module")
 def api(redis_url, worker, tmp_path_factory):
-    port = free_port()
-    log = tmp_path_factory.mktemp("gunicorn-import") / "api.log"
-    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
-    cmd = [
-        PYTHON, "-m", "gunicorn", "-c", str(ROOT / "services" / "api" / "gunicorn_conf.py"),
-        "-b", f"127.0.0.1:{port}", "services.api:create_app()",
-    ]  # fmt: skip
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return http("GET", base + "/healthz")[0] == 200
-        except OSError:
-            return False
-
-    wait_for(up, 30, what="gunicorn")
+    proc, base = start_gunicorn(redis_url, tmp_path_factory.mktemp("gunicorn-import") / "api.log")
     yield base
     stop_process(proc)
 

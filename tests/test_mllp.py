@@ -64,14 +64,7 @@ def mllp(redis_url: str, worker, tmp_path: Path) -> Iterator[Mllp]:
 
 def exchange(sock: socket.socket, payload: bytes, framed: bool = True) -> str:
     sock.sendall(START + payload + END if framed else payload)
-    data = b""
-    while not data.endswith(END):
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError(f"closed after {data!r}")
-        data += chunk
-    assert data.startswith(START)
-    return data[1:-2].decode()
+    return read_ack(sock).decode()
 
 
 def msa(ack: str) -> str:
