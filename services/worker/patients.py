@@ -21,7 +21,7 @@ def recompute_patient(patient_id: str) -> str:
     r = redis_client()
     if not work.claim(r, "patient", patient_id):
         return "clean"  # a duplicate: another task already reflected the latest write
-    data = store.load_patient(r, patient_id)
+    data = store.load_patient(r, patient_id, raw=True)
     if data is None:
         return "unknown"
     status, timeline, record = documents.patient_documents(data)

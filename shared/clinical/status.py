@@ -42,6 +42,17 @@ def patient_status(
     `milestones` and in the TFR criterion "no_prior_failure").
     """
     scored, withdrawn = score_results(results)
+    return status_of_scored(registration, scored, withdrawn, events)
+
+
+def status_of_scored(
+    registration: Mapping[str, Any],
+    scored: Sequence[ScoredResult],
+    withdrawn: int,
+    events: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """patient_status of results already scored (``score_results``' answer: the included results in
+    collection order and the count of withdrawn ones), as a recompute folds stored scores."""
     timeline = parse_events(events)
     enrolled_on = _optional_date(registration.get("enrolled_on"))
     tki_started_on = _optional_date(registration.get("tki_started_on"))
