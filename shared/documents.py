@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
-
-import orjson
 
 from shared import cohorts, timelines
 from shared.clinical.scored import included_results, stored_entries
 from shared.clinical.status import status_of_scored
 from shared.cohort_store import CohortSnapshot
+from shared.result_codec import decode_result, encode_result
 from shared.store import PatientData
 
 
@@ -44,7 +43,8 @@ def patient_documents(data: PatientData) -> tuple[dict, bytes, dict]:
         "computed_at": _now(),
         "data_version": data.version,
     }
-    entries = stored_entries(x if isinstance(x, bytes) else orjson.dumps(x) for x in data.results)
+    raws = (x if isinstance(x, bytes) else encode_result(x) for x in data.results)
+    entries = stored_entries(raws, partial(decode_result, patient_id=data.patient_id))
     scored, withdrawn = included_results(entries)
     status = {**envelope, **status_of_scored(data.registration, scored, withdrawn, data.events)}
     record = cohorts.follow_up_record_of_scored(data.registration, scored, data.events)
@@ -75,6 +75,7 @@ def rules_fingerprint() -> str:
             root / "cohorts.py",
             root / "worklist.py",  # the worklist rows are made with each status
             root / "timelines.py",  # the stored timeline's layout
+            root / "result_codec.py",  # how stored results read
             Path(__file__),
         ]
     )

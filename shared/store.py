@@ -24,6 +24,7 @@ from redis.retry import Retry
 from shared import keys, timelines, worklist
 from shared.clinical.timeline import collection_order
 from shared.pending import PENDING_FALSE, PENDING_TRUE
+from shared.result_codec import decode_result, encode_result
 
 # The request path's bounds (design-notes.md, "Under pressure"): a stalled Redis (SIGSTOP, a long fork, a
 # saturated host) costs a request at most one connect or one read timeout, never a retry of either, so
@@ -245,7 +246,7 @@ def store_results(r: redis.Redis, results: Sequence[dict], audit: dict) -> Write
         script_keys += [
             keys.registration(pid), keys.results(pid), keys.version(pid), keys.status(pid), keys.timeline(pid)
         ]  # fmt: skip
-        args += [doc["result_id"], pid, doc["status"], content_hash(doc), canonical(doc)]
+        args += [doc["result_id"], pid, doc["status"], content_hash(doc), encode_result(doc)]
     reply = r.eval(_STORE_RESULTS, len(script_keys), *script_keys, *args)
     tag = _decode(reply[0])
     if tag != "ok":
@@ -417,18 +418,28 @@ def load_patient(r: redis.Redis, patient_id: str, raw: bool = False) -> PatientD
     results as stored (bytes): a recompute parses and scores only contents it has not seen
     (shared.clinical.scored.stored_entry)."""
     pipe = r.pipeline(transaction=True)
+    queue_load(pipe, patient_id)
+    return parse_load(patient_id, pipe.execute(), raw)
+
+
+def queue_load(pipe: redis.client.Pipeline, patient_id: str) -> None:
+    """Queue load_patient's reads on ``pipe`` (a MULTI that may hold other commands before them)."""
     pipe.get(keys.version(patient_id))
     pipe.get(keys.registration(patient_id))
     pipe.hvals(keys.results(patient_id))
     pipe.hvals(keys.events(patient_id))
-    version, reg, results, events = pipe.execute()
+
+
+def parse_load(patient_id: str, replies: Sequence, raw: bool = False) -> PatientData | None:
+    """load_patient's answer from the replies of queue_load's four commands."""
+    version, reg, results, events = replies
     if reg is None:
         return None
     return PatientData(
         patient_id,
         int(version or 0),
         orjson.loads(reg),
-        results if raw else [orjson.loads(x) for x in results],
+        results if raw else [decode_result(x, patient_id) for x in results],
         [orjson.loads(x) for x in events],
     )
 
@@ -575,7 +586,7 @@ def _timeline_parts(r: redis.Redis, patient_id: str) -> tuple[bytes, dict[str, b
 def read_timeline(r: redis.Redis, patient_id: str) -> bytes | None:
     """The timeline document (GET /v1/patients/{id}/results) as its bytes, None if none was computed."""
     parts = _timeline_parts(r, patient_id)
-    return None if parts is None else timelines.build(*parts)
+    return None if parts is None else timelines.build(*parts, patient_id)
 
 
 def read_timeline_entries(r: redis.Redis, patient_id: str) -> tuple[list[dict], bool]:
@@ -592,7 +603,7 @@ def read_timeline_entries(r: redis.Redis, patient_id: str) -> tuple[list[dict], 
     pending = stored is None or stored.startswith(PENDING_TRUE)
     out, behind = [], False
     for rid, raw in results.items():
-        doc = orjson.loads(raw)
+        doc = decode_result(raw, patient_id)
         if rid in known and not pending:
             values = known[rid]
             if isinstance(values, dict):  # legacy entry

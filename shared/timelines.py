@@ -25,6 +25,7 @@ import orjson
 
 from shared.clinical.scored import WITHDRAWN_STATUS, StoredEntry, score_result
 from shared.pending import PENDING_TRUE
+from shared.result_codec import decode_result
 
 MARK = b',"results":'
 # The values of Classification.to_dict(), in its order (the document's classification objects).
@@ -72,7 +73,7 @@ def scored_now(doc: Mapping) -> tuple[bool, dict | None]:
     return False, score_result(doc).classification.to_dict()
 
 
-def entries(stored: bytes, results: Mapping[str, bytes]) -> list[dict] | None:
+def entries(stored: bytes, results: Mapping[str, bytes], patient_id: str) -> list[dict] | None:
     """The timeline's entries: each stored result with ``withdrawn`` and ``classification``, in
     collection order (None: ``stored`` is a whole document of a release before, see ``build``)."""
     table = rows(stored)
@@ -84,7 +85,7 @@ def entries(stored: bytes, results: Mapping[str, bytes]) -> list[dict] | None:
         raw = results.get(rid)
         if raw is None:  # never deleted by the service; tolerate a hand-edited store
             continue
-        doc = orjson.loads(raw)
+        doc = decode_result(raw, patient_id)
         if pending:
             withdrawn, cls = scored_now(doc)
         else:
@@ -93,9 +94,9 @@ def entries(stored: bytes, results: Mapping[str, bytes]) -> list[dict] | None:
     return out
 
 
-def build(stored: bytes, results: Mapping[str, bytes]) -> bytes:
+def build(stored: bytes, results: Mapping[str, bytes], patient_id: str) -> bytes:
     """The timeline document's bytes, as GET /v1/patients/{id}/results answers them."""
-    built = entries(stored, results)
+    built = entries(stored, results, patient_id)
     if built is None:
         return stored  # stored whole by the release before: already the document
     head, _ = _split(stored)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from fractions import Fraction
@@ -133,13 +133,14 @@ SCORED_CACHE_SIZE = 131_072
 _SCORED: OrderedDict[bytes, StoredEntry] = OrderedDict()
 
 
-def stored_entry(raw: bytes) -> StoredEntry:
-    """The scored entry of one stored result's bytes (parsed and scored on the first sight of them)."""
+def stored_entry(raw: bytes, decode: Callable[[bytes], Mapping[str, Any]] = orjson.loads) -> StoredEntry:
+    """The scored entry of one stored result's bytes (decoded by ``decode`` and scored on the first
+    sight of them). The bytes must determine the result id, date and measurement (the store's do)."""
     entry = _SCORED.get(raw)
     if entry is not None:
         _SCORED.move_to_end(raw)
         return entry
-    doc = orjson.loads(raw)
+    doc = decode(raw)
     if doc.get("status") == WITHDRAWN_STATUS:
         rid, at = str(doc["result_id"]), str(doc["collected_at"])
         entry = StoredEntry(rid, collection_order(at, rid), None)
@@ -153,9 +154,11 @@ def stored_entry(raw: bytes) -> StoredEntry:
     return entry
 
 
-def stored_entries(raws: Iterable[bytes]) -> list[StoredEntry]:
+def stored_entries(
+    raws: Iterable[bytes], decode: Callable[[bytes], Mapping[str, Any]] = orjson.loads
+) -> list[StoredEntry]:
     """Every stored result (withdrawn ones included) in collection order."""
-    entries = [stored_entry(raw) for raw in raws]
+    entries = [stored_entry(raw, decode) for raw in raws]
     entries.sort(key=_entry_order)
     return entries
 
