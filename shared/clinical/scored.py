@@ -124,6 +124,8 @@ class StoredEntry:
     scored: ScoredResult | None
     # The classification's values in Classification.to_dict()'s order (what the timeline stores).
     values: tuple | None = None
+    # What other modules derive from the entry once (shared.timelines: its stored row).
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 # A result's classification is a pure function of its stored content (the bytes the store keeps, a
