@@ -114,17 +114,40 @@ def _split(stored: bytes) -> tuple[bytes, bytes]:
     return stored[:at], stored[at:]
 
 
-def rows(stored: bytes) -> list | None:
-    """The stored (result id, classification values) rows; None for a whole document stored by a release
-    before this one (its results inline)."""
+def _deflated_rows(stored: bytes) -> list[bytes] | None:
     _, payload = _split(stored)
     if payload[:1] != LAYOUT_1:
         return None
-    out = []
-    for row in msgpack.unpackb(payload[1:], use_list=False, raw=False):
+    return msgpack.unpackb(payload[1:], use_list=True, raw=False)
+
+
+# The read is a pure function of the stored bytes: an API process keeps what it decoded (bounded, cleared
+# when full), so reading a timeline again costs lookups and a join, not decoding every result.
+MEMO_SIZE = 50_000
+_ROW_MEMO: dict[bytes, tuple] = {}  # deflated row -> (result id, values)
+_ENTRY_MEMO: dict[tuple, bytes] = {}  # (patient id, stored result, deflated row or None) -> entry JSON
+
+
+def _remember(memo: dict, key: object, value: object) -> None:
+    if len(memo) >= MEMO_SIZE:
+        memo.clear()
+    memo[key] = value
+
+
+def _inflate(row: bytes) -> tuple:
+    got = _ROW_MEMO.get(row)
+    if got is None:
         inflate = zlib.decompressobj(_WBITS, _ZDICT_1)
-        out.append(msgpack.unpackb(inflate.decompress(row) + inflate.flush(), use_list=False, raw=False))
-    return out
+        got = msgpack.unpackb(inflate.decompress(row) + inflate.flush(), use_list=False, raw=False)
+        _remember(_ROW_MEMO, row, got)
+    return got
+
+
+def rows(stored: bytes) -> list | None:
+    """The stored (result id, classification values) rows; None for a whole document stored by a release
+    before this one (its results inline)."""
+    deflated = _deflated_rows(stored)
+    return None if deflated is None else [_inflate(row) for row in deflated]
 
 
 def classification(values: Sequence | None) -> dict | None:
@@ -138,34 +161,35 @@ def scored_now(doc: Mapping) -> tuple[bool, dict | None]:
     return False, score_result(doc).classification.to_dict()
 
 
-def entries(stored: bytes, results: Mapping[str, bytes], patient_id: str) -> list[dict] | None:
-    """The timeline's entries: each stored result with ``withdrawn`` and ``classification``, in
-    collection order (None: ``stored`` is a whole document of a release before, see ``build``)."""
-    table = rows(stored)
-    if table is None:
-        return None
-    pending = stored.startswith(PENDING_TRUE)
-    out = []
-    for rid, values in table:
-        raw = results.get(rid)
-        if raw is None:  # never deleted by the service; tolerate a hand-edited store
-            continue
+def _entry(patient_id: str, raw: bytes, row: bytes, values: tuple | None, pending: bool) -> bytes:
+    """One entry's JSON: the stored result with ``withdrawn`` and ``classification`` (stored, or scored
+    from the current content while the timeline is pending)."""
+    key = (patient_id, raw, None if pending else row)
+    got = _ENTRY_MEMO.get(key)
+    if got is None:
         doc = decode_result(raw, patient_id)
-        if pending:
-            withdrawn, cls = scored_now(doc)
-        else:
-            withdrawn, cls = values is None, classification(values)
-        out.append({**doc, "withdrawn": withdrawn, "classification": cls})
-    return out
+        withdrawn, cls = scored_now(doc) if pending else (values is None, classification(values))
+        got = orjson.dumps({**doc, "withdrawn": withdrawn, "classification": cls})
+        _remember(_ENTRY_MEMO, key, got)
+    return got
 
 
 def build(stored: bytes, results: Mapping[str, bytes], patient_id: str) -> bytes:
-    """The timeline document's bytes, as GET /v1/patients/{id}/results answers them."""
-    built = entries(stored, results, patient_id)
-    if built is None:
+    """The timeline document's bytes, as GET /v1/patients/{id}/results answers them (orjson writes a list
+    as its items joined by commas: the same bytes as the whole document dumped at once)."""
+    deflated = _deflated_rows(stored)
+    if deflated is None:
         return stored  # stored whole by the release before: already the document
     head, _ = _split(stored)
-    return head + orjson.dumps(built) + b"}"
+    pending = stored.startswith(PENDING_TRUE)
+    parts = []
+    for row in deflated:
+        rid, values = _inflate(row)
+        raw = results.get(rid)
+        if raw is None:  # never deleted by the service; tolerate a hand-edited store
+            continue
+        parts.append(_entry(patient_id, raw, row, values, pending))
+    return head + b"[" + b",".join(parts) + b"]}"
 
 
 def results_map(flat: Iterable) -> dict[str, bytes]:
