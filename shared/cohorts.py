@@ -29,7 +29,7 @@ import numpy as np
 
 from shared import stats
 from shared.clinical.response import LEVELS, at_least
-from shared.clinical.scored import level_setting, score_results
+from shared.clinical.scored import ScoredResult, level_setting, score_results
 from shared.clinical.timeline import DAYS_PER_MONTH
 
 ENDPOINT_LEVELS = ("MMR", "MR4", "MR4.5", "MR5")
@@ -55,6 +55,13 @@ def definition(stored: Mapping[str, Any] | None) -> dict[str, Any]:
 def follow_up_record(registration: Mapping, results: Iterable[Mapping], events: Iterable[Mapping]) -> dict:
     """The dates a cohort needs from one patient (JSON-ready; ISO dates)."""
     scored, _ = score_results(results)
+    return follow_up_record_of_scored(registration, scored, events)
+
+
+def follow_up_record_of_scored(
+    registration: Mapping, scored: Sequence[ScoredResult], events: Iterable[Mapping]
+) -> dict:
+    """follow_up_record of results already scored (included ones, in collection order)."""
     enrolled = registration.get("enrolled_on")
     since = [s for s in scored if enrolled is not None and s.collected_on.isoformat() >= enrolled]
     reached = {}

@@ -3,7 +3,8 @@ statistics and curve.
 
 All are built from the whole stored data every time (so recomputation is idempotent) by the rules in
 :mod:`shared.clinical` and the estimators in :mod:`shared.stats`; this module adds the envelope
-readers rely on: ``pending``, ``computed_at`` and the ``data_version`` the document reflects.
+readers rely on: ``pending``, ``computed_at`` and the ``data_version`` the document reflects. The
+timeline is stored as its envelope and classifications and built on read (:mod:`shared.timelines`).
 
 ``pending`` comes first, as ``{"pending":false,`` (orjson keeps insertion order and writes no
 spaces): a later write flips it in place in Redis with one SETRANGE at a fixed offset, whatever the
@@ -16,14 +17,14 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 
-from shared import cohorts
-from shared.clinical.scored import WITHDRAWN_STATUS, score_result
-from shared.clinical.status import patient_status
-from shared.clinical.timeline import collection_order
+from shared import cohorts, timelines
+from shared.clinical.scored import included_results, stored_entries
+from shared.clinical.status import status_of_scored
 from shared.cohort_store import CohortSnapshot
+from shared.result_codec import decode_result, encode_result
 from shared.store import PatientData
 
 
@@ -31,25 +32,23 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def _timeline_entry(result: dict) -> dict:
-    withdrawn = result.get("status") == WITHDRAWN_STATUS
-    classification = None if withdrawn else score_result(result).classification.to_dict()
-    return {**result, "withdrawn": withdrawn, "classification": classification}
+def patient_documents(data: PatientData) -> tuple[dict, bytes, dict]:
+    """(status document, stored timeline (shared.timelines), cohort follow-up record) of one patient.
 
-
-def patient_documents(data: PatientData) -> tuple[dict, dict, dict]:
-    """(status document, timeline document, cohort follow-up record) of one patient."""
+    Every result is scored once per content (shared.clinical.scored.stored_entry, by its stored bytes)
+    and the status, the timeline and the record fold those scores."""
     envelope = {
         "pending": False,  # first: see the module's docstring
         "patient_id": data.patient_id,
         "computed_at": _now(),
         "data_version": data.version,
     }
-    status = {**envelope, **patient_status(data.registration, data.results, data.events)}
-    ordered = sorted(data.results, key=lambda r: collection_order(r["collected_at"], r["result_id"]))
-    timeline = {**envelope, "results": [_timeline_entry(r) for r in ordered]}
-    record = cohorts.follow_up_record(data.registration, data.results, data.events)
-    return status, timeline, record
+    raws = (x if isinstance(x, bytes) else encode_result(x) for x in data.results)
+    entries = stored_entries(raws, partial(decode_result, patient_id=data.patient_id))
+    scored, withdrawn = included_results(entries)
+    status = {**envelope, **status_of_scored(data.registration, scored, withdrawn, data.events)}
+    record = cohorts.follow_up_record_of_scored(data.registration, scored, data.events)
+    return status, timelines.encode(envelope, entries), record
 
 
 def cohort_documents(snap: CohortSnapshot, data: cohorts.CohortData) -> tuple[dict, dict]:
@@ -75,6 +74,8 @@ def rules_fingerprint() -> str:
             *root.glob("stats/*.py"),
             root / "cohorts.py",
             root / "worklist.py",  # the worklist rows are made with each status
+            root / "timelines.py",  # the stored timeline's layout
+            root / "result_codec.py",  # how stored results read
             Path(__file__),
         ]
     )

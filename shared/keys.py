@@ -10,12 +10,15 @@ Per patient (``P`` is the patient id, which the schemas restrict to ``[A-Za-z0-9
 key                                    type    content
 =====================================  ======  =====================================================
 ``cml:p:{P}:reg``                      string  registration document (JSON): cohorts, enrolled_on, tki...
-``cml:p:{P}:results``                  hash    result_id -> stored result (JSON, canonical, latest version)
+``cml:p:{P}:results``                  hash    result_id -> stored result (latest version; msgpack, short
+                                               names: shared/result_codec.py; JSON if stored before)
 ``cml:p:{P}:events``                   hash    event_id -> clinical event (JSON)
 ``cml:p:{P}:version``                  string  data version: incremented by every change to reg/results/events
 ``cml:p:{P}:status``                   string  computed status document (JSON), what GET .../status returns
 ``cml:p:{P}:status_v``                 string  the data version the stored status reflects
-``cml:p:{P}:timeline``                 string  results with their classification (JSON), GET .../results
+``cml:p:{P}:timeline``                 string  the timeline's envelope (JSON, pending flag first) and each
+                                               result's classification (msgpack, deflated): GET .../results
+                                               puts them beside the stored results (shared/timelines.py)
 =====================================  ======  =====================================================
 
 Global:

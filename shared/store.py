@@ -21,8 +21,10 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from shared import keys, worklist
+from shared import keys, timelines, worklist
+from shared.clinical.timeline import collection_order
 from shared.pending import PENDING_FALSE, PENDING_TRUE
+from shared.result_codec import decode_result, encode_result
 
 # The request path's bounds (design-notes.md, "Under pressure"): a stalled Redis (SIGSTOP, a long fork, a
 # saturated host) costs a request at most one connect or one read timeout, never a retry of either, so
@@ -244,7 +246,7 @@ def store_results(r: redis.Redis, results: Sequence[dict], audit: dict) -> Write
         script_keys += [
             keys.registration(pid), keys.results(pid), keys.version(pid), keys.status(pid), keys.timeline(pid)
         ]  # fmt: skip
-        args += [doc["result_id"], pid, doc["status"], content_hash(doc), canonical(doc)]
+        args += [doc["result_id"], pid, doc["status"], content_hash(doc), encode_result(doc)]
     reply = r.eval(_STORE_RESULTS, len(script_keys), *script_keys, *args)
     tag = _decode(reply[0])
     if tag != "ok":
@@ -407,25 +409,37 @@ class PatientData:
     patient_id: str
     version: int
     registration: dict
-    results: list[dict]
+    results: list  # dicts; or the stored bytes of each (load_patient(raw=True)), as a recompute reads them
     events: list[dict]
 
 
-def load_patient(r: redis.Redis, patient_id: str) -> PatientData | None:
-    """A consistent snapshot (MULTI/EXEC) of everything a status is computed from."""
+def load_patient(r: redis.Redis, patient_id: str, raw: bool = False) -> PatientData | None:
+    """A consistent snapshot (MULTI/EXEC) of everything a status is computed from; with ``raw`` the
+    results as stored (bytes): a recompute parses and scores only contents it has not seen
+    (shared.clinical.scored.stored_entry)."""
     pipe = r.pipeline(transaction=True)
+    queue_load(pipe, patient_id)
+    return parse_load(patient_id, pipe.execute(), raw)
+
+
+def queue_load(pipe: redis.client.Pipeline, patient_id: str) -> None:
+    """Queue load_patient's reads on ``pipe`` (a MULTI that may hold other commands before them)."""
     pipe.get(keys.version(patient_id))
     pipe.get(keys.registration(patient_id))
     pipe.hvals(keys.results(patient_id))
     pipe.hvals(keys.events(patient_id))
-    version, reg, results, events = pipe.execute()
+
+
+def parse_load(patient_id: str, replies: Sequence, raw: bool = False) -> PatientData | None:
+    """load_patient's answer from the replies of queue_load's four commands."""
+    version, reg, results, events = replies
     if reg is None:
         return None
     return PatientData(
         patient_id,
         int(version or 0),
         orjson.loads(reg),
-        [orjson.loads(x) for x in results],
+        results if raw else [decode_result(x, patient_id) for x in results],
         [orjson.loads(x) for x in events],
     )
 
@@ -505,7 +519,7 @@ return {current, fresh_cohorts}
 
 
 def commit_status(
-    r: redis.Redis, data: PatientData, status: dict, timeline: dict, record: dict
+    r: redis.Redis, data: PatientData, status: dict, timeline: bytes | dict, record: dict
 ) -> tuple[int, list[str]]:
     """Store a patient's status, timeline and cohort follow-up record computed from ``data``; clear
     the dirty mark (and the patient's awaiting marks in its cohorts) only if no write came in
@@ -535,7 +549,7 @@ def commit_status(
         pid,
         data.version,
         orjson.dumps(status),
-        orjson.dumps(timeline),
+        timeline if isinstance(timeline, bytes) else orjson.dumps(timeline),
         canonical(record),
         now_ms(),
         len(cohorts),
@@ -552,8 +566,62 @@ def read_status(r: redis.Redis, patient_id: str) -> bytes | None:
     return r.get(keys.status(patient_id))
 
 
+# The timeline is stored as its classifications (shared.timelines) and built on read with the stored
+# results: both in one script, one round trip, one consistent view.
+_READ_TIMELINE = """
+-- KEYS[1] timeline, [2] results hash
+local stored = redis.call('GET', KEYS[1])
+if not stored then return false end
+return {stored, redis.call('HGETALL', KEYS[2])}
+"""
+
+
+def _timeline_parts(r: redis.Redis, patient_id: str) -> tuple[bytes, dict[str, bytes]] | None:
+    reply = r.eval(_READ_TIMELINE, 2, keys.timeline(patient_id), keys.results(patient_id))
+    if not reply:
+        return None
+    return reply[0], timelines.results_map(reply[1])
+
+
 def read_timeline(r: redis.Redis, patient_id: str) -> bytes | None:
-    return r.get(keys.timeline(patient_id))
+    """The timeline document (GET /v1/patients/{id}/results) as its bytes, None if none was computed."""
+    parts = _timeline_parts(r, patient_id)
+    return None if parts is None else timelines.build(*parts, patient_id)
+
+
+def read_timeline_entries(r: redis.Redis, patient_id: str) -> tuple[list[dict], bool]:
+    """Every stored result with its classification, in collection order, and whether any was scored at
+    read time (stored since the timeline was computed, or replaced while it is pending): one round trip."""
+    parts = _timeline_parts(r, patient_id)
+    stored, results = parts if parts is not None else (None, {})
+    known: dict[str, tuple] = {}
+    if stored is not None:
+        table = timelines.rows(stored)
+        if table is None:  # a whole document of the release before
+            table = [(e["result_id"], e) for e in orjson.loads(stored)["results"]]
+        known = dict(table)
+    pending = stored is None or stored.startswith(PENDING_TRUE)
+    out, behind = [], False
+    for rid, raw in results.items():
+        doc = decode_result(raw, patient_id)
+        if rid in known and not pending:
+            values = known[rid]
+            if isinstance(values, dict):  # legacy entry
+                out.append(values)
+                continue
+            out.append(
+                {**doc, "withdrawn": values is None, "classification": timelines.classification(values)}
+            )
+            continue
+        withdrawn, cls = timelines.scored_now(doc)
+        stale = rid not in known or (
+            (known[rid] is None) != withdrawn
+            or (not isinstance(known[rid], dict) and timelines.classification(known[rid]) != cls)
+        )
+        behind = behind or stale
+        out.append({**doc, "withdrawn": withdrawn, "classification": cls})
+    out.sort(key=lambda e: collection_order(e["collected_at"], e["result_id"]))
+    return out, behind
 
 
 def status_version(r: redis.Redis, patient_id: str) -> int:

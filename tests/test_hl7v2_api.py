@@ -8,6 +8,7 @@ import uuid
 
 from shared import keys
 from shared.ops import audit_entries
+from shared.result_codec import decode_result
 from tests.conftest import SCOPED_KEYS
 from tests.interop.hl7_messages import copies, oru, oru_groups
 from tests.procs import ROOT
@@ -76,7 +77,7 @@ def test_an_oru_changes_the_status_as_the_equivalent_json_does(client, r):
     assert _strip(done[by_json], names) == _strip(done[by_hl7], names)
     timelines = {p: client.get(f"/v1/patients/{p}/results").get_json() for p in (by_json, by_hl7)}
     assert _strip(timelines[by_json], names) == _strip(timelines[by_hl7], names)
-    stored = {p: sorted((_strip(json.loads(v), names) for v in r.hvals(keys.results(p))),
+    stored = {p: sorted((_strip(decode_result(v, p), names) for v in r.hvals(keys.results(p))),
                         key=lambda d: d["result_id"]) for p in (by_json, by_hl7)}  # fmt: skip
     assert stored[by_json] == stored[by_hl7]
     entry = next(e for e in audit_entries(r, 50, None) if f"H1-{run}" in e.get("result_ids", []))

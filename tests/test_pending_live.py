@@ -124,8 +124,9 @@ def test_no_acknowledged_write_hides_behind_pending_false(client, r):
 
 
 def test_reads_stay_one_get_of_the_stored_bytes(app, client, r, pid, monkeypatch):
-    """The flag lives in the stored bytes: status, timeline and statistics are still one Redis GET
-    each (bench/read_path.py), pending or not. Every command the API's client sends is recorded."""
+    """The flag lives in the stored bytes: status and statistics are still one Redis GET each
+    (bench/read_path.py), pending or not, and the timeline one script (stored classifications and
+    results). Every command the API's client sends is recorded."""
     cohort = f"C-{uuid.uuid4().hex[:8]}"
     register_all(client, [pid], cohort)
     assert client.post("/v1/assay-results", json=results_for([pid], 0)).status_code == 202
@@ -148,5 +149,10 @@ def test_reads_stay_one_get_of_the_stored_bytes(app, client, r, pid, monkeypatch
             sent.clear()
             resp = client.get(url)
             assert resp.status_code == 200 and resp.get_json()["pending"] is bool(flag)
+            if key == keys.timeline(pid):
+                # Built on read from the stored classifications and results: one script, one round trip.
+                assert len(sent) == 1 and sent[0][0] == "EVAL" and sent[0][3:5] == (key, keys.results(pid))
+                assert resp.get_data() == store.read_timeline(r, pid)
+                continue
             assert sent == [("GET", key)], sent
             assert resp.get_data() == r.get(key)

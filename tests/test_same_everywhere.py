@@ -15,6 +15,7 @@ from collections.abc import Callable
 import pytest
 
 from shared import keys
+from shared.result_codec import decode_result
 from tests.interop.hl7_messages import MSH
 from tests.procs import stop_process
 from tests.support import register, wait_status
@@ -195,7 +196,9 @@ def test_one_history_four_doors_equal_but_for_ids(client, r, mllp):
     timelines = {door: client.get(f"/v1/patients/{pid}/results").get_json() for door, pid in pids.items()}
     assert len(timelines["json"]["results"]) == 5
     stored = {
-        door: sorted((json.loads(v) for v in r.hvals(keys.results(pid))), key=lambda d: d["result_id"])
+        door: sorted(
+            (decode_result(v, pid) for v in r.hvals(keys.results(pid))), key=lambda d: d["result_id"]
+        )
         for door, pid in pids.items()
     }
     views = {

@@ -315,7 +315,10 @@ def test_failed_task_goes_to_dead_letters_and_ops_can_retry(client, r, pid):
     )
     assert r.zscore(keys.DIRTY_PATIENTS, pid) is None  # out of the sweeper's way
     # The stored status does not look current: pending, with the reason (it reflects version 1 only).
-    for doc in (client.get(f"/v1/patients/{pid}/status").get_json(), orjson.loads(r.get(keys.timeline(pid)))):
+    for doc in (
+        client.get(f"/v1/patients/{pid}/status").get_json(),
+        orjson.loads(store.read_timeline(r, pid)),
+    ):
         assert doc["pending"] is True and doc["pending_reason"] == "recompute-failed"
     report = client.get("/v1/ops/queues", headers=ops).get_json()
     assert report["failed"]["patient"] >= 1

@@ -19,9 +19,9 @@ from shared.queue import RECOMPUTE_PATIENT, REFRESH_COHORT, send
 @instrumented("patient", RECOMPUTE_PATIENT)
 def recompute_patient(patient_id: str) -> str:
     r = redis_client()
-    if not work.claim(r, "patient", patient_id):
+    dirty, data = work.claim_patient(r, patient_id)  # with the snapshot: one round trip
+    if not dirty:
         return "clean"  # a duplicate: another task already reflected the latest write
-    data = store.load_patient(r, patient_id)
     if data is None:
         return "unknown"
     status, timeline, record = documents.patient_documents(data)

@@ -238,12 +238,20 @@ def same_day_discordance(
     day: the last of that day's results that sets the level (`setting`, scored.level_setting's
     answer for `scored`), by SAME_DAY_RULE."""
     setting_ids = {r.result_id for r in setting}
+    days = [r.collected_on for r in scored]
     by_day: dict[date, list[ScoredResult]] = {}
-    for r in scored:
-        by_day.setdefault(r.collected_on, []).append(r)
+    if all(a <= b for a, b in zip(days, days[1:], strict=False)):
+        # In collection order (as the status passes it): a day's results are adjacent, and only days
+        # with two results or more can disagree.
+        for i in range(1, len(days)):
+            if days[i] == days[i - 1]:
+                by_day.setdefault(days[i], [scored[i - 1]]).append(scored[i])
+    else:
+        for r in scored:
+            by_day.setdefault(r.collected_on, []).append(r)
     out = []
     for day, rs in by_day.items():
-        if len({r.classification.level for r in rs}) < 2:
+        if len(rs) < 2 or len({r.classification.level for r in rs}) < 2:
             continue
         used = [r.result_id for r in rs if r.result_id in setting_ids]
         out.append({

@@ -89,12 +89,9 @@ def current_assessment(milestones: Sequence[dict[str, Any]]) -> dict[str, Any] |
 
 def failures_after_12m(tki_started_on: date, results: Sequence[ScoredResult]) -> list[ScoredResult]:
     """Results > 1% at any time after 12 months: each is an ELN 2020 failure at its time point."""
-    return [
-        r
-        for r in results
-        if days_between(tki_started_on, r.collected_on) > AFTER_12M_DAYS
-        and measured_above(r, FAILURE_AFTER_12M)
-    ]
+    # Whole days: days > AFTER_12M_DAYS exactly when days > its floor (no Fraction per result).
+    after = tki_started_on + timedelta(days=math.floor(AFTER_12M_DAYS))
+    return [r for r in results if r.collected_on > after and measured_above(r, FAILURE_AFTER_12M)]
 
 
 def decides(result: ScoredResult, optimal_bound: Fraction) -> bool:
@@ -116,10 +113,11 @@ def _closest_in_window(
     best_distance: Fraction | None = None
     # Whole days inside the window, so that only results in it pay for exact (Fraction) arithmetic.
     first, last = math.ceil(target_days - WINDOW_DAYS), math.floor(target_days + WINDOW_DAYS)
+    lo, hi = tki_started_on + timedelta(days=first), tki_started_on + timedelta(days=last)
     for result in results:  # sorted by time, so "<=" makes the later of two equally close results win
-        days = days_between(tki_started_on, result.collected_on)
-        if not first <= days <= last:
+        if not lo <= result.collected_on <= hi:
             continue
+        days = days_between(tki_started_on, result.collected_on)
         distance = abs(days - target_days)
         if distance <= WINDOW_DAYS and (best_distance is None or distance <= best_distance):
             best, best_distance = result, distance
@@ -186,7 +184,8 @@ def _after_12m(tki_started_on: date, results: Sequence[ScoredResult], assessed_o
         "window_closed": False,  # "any time after" never closes
     }
     optimal_bound, warning_bound = AFTER_12M_BOUNDS
-    later = [r for r in results if days_between(tki_started_on, r.collected_on) > AFTER_12M_DAYS]
+    after = tki_started_on + timedelta(days=math.floor(AFTER_12M_DAYS))  # whole days, as above
+    later = [r for r in results if r.collected_on > after]
     if not later:
         passed = days_between(tki_started_on, assessed_on) > AFTER_12M_DAYS
         return {**base, **_no_result(passed, "after 12 months")}

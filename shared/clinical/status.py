@@ -42,6 +42,17 @@ def patient_status(
     `milestones` and in the TFR criterion "no_prior_failure").
     """
     scored, withdrawn = score_results(results)
+    return status_of_scored(registration, scored, withdrawn, events)
+
+
+def status_of_scored(
+    registration: Mapping[str, Any],
+    scored: Sequence[ScoredResult],
+    withdrawn: int,
+    events: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """patient_status of results already scored (``score_results``' answer: the included results in
+    collection order and the count of withdrawn ones), as a recompute folds stored scores."""
     timeline = parse_events(events)
     enrolled_on = _optional_date(registration.get("enrolled_on"))
     tki_started_on = _optional_date(registration.get("tki_started_on"))
@@ -223,21 +234,26 @@ def loss_of_mmr(scored: Sequence[ScoredResult]) -> dict[str, Any]:
     """
     first_mmr = next((i for i, r in enumerate(scored) if at_least(r.classification.level, "MMR")), None)
     after = [] if first_mmr is None else [r for r in scored[first_mmr + 1 :] if _tells_mmr(r)]
-    losses = [r for r in after if _is_loss(r)]
+    loss = [_is_loss(r) for r in after]  # each result judged once
+    losses = [r for r, lost in zip(after, loss, strict=True) if lost]
     confirmed_on = None
-    for earlier, later in zip(after, after[1:], strict=False):
-        pair = (earlier, later)
-        if all(_is_loss(r) for r in pair) and any(
+    for i in range(len(after) - 1):
+        pair = (after[i], after[i + 1])
+        if (loss[i] and loss[i + 1]) and any(
             r.classification.is_percent_exact >= CONFIRMED_LOSS_ONE_AT_LEAST for r in pair
         ):
-            confirmed_on = later.collected_on
+            confirmed_on = pair[1].collected_on
             break
-    current = bool(after) and _is_loss(after[-1])
+    current = bool(after) and loss[-1]
     regained_on = None
     if losses and not current:
         # The first result after the latest loss that shows MMR again.
-        last_loss = after.index(losses[-1])
-        regained_on = next(r.collected_on for r in after[last_loss + 1 :] if not _is_loss(r))
+        last_loss = max(i for i, lost in enumerate(loss) if lost)
+        regained_on = next(
+            r.collected_on
+            for r, lost in zip(after[last_loss + 1 :], loss[last_loss + 1 :], strict=True)
+            if not lost
+        )
     return {
         "lost": bool(losses),
         "ever_lost": bool(losses),

@@ -163,4 +163,6 @@ def taken_on_tki(results: Sequence[T], events: Iterable[Event]) -> list[T]:
     milestones and failures judge (a loss of response off TKI, in a TFR attempt, is the trigger to
     restart, not a treatment failure)."""
     periods = off_tki_periods(events)
+    if not periods:  # never stopped: every sample was taken on TKI
+        return list(results)
     return [r for r in results if on_tki_on(r.collected_on, periods)]

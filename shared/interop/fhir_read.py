@@ -1,6 +1,6 @@
 """FHIR reads: a patient's results as the service scored them, searched (http://hl7.org/fhir/R4/search.html).
 
-The classifications are the worker's (the timeline document, shared/documents.py). A result stored since the
+The classifications are the worker's (the stored timeline, shared/timelines.py). A result stored since the
 timeline was computed (it says ``pending``) is scored from the stored document with the same function the
 worker uses (shared.clinical.scored.score_result), so a search never misses an acknowledged write.
 """
@@ -13,12 +13,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from urllib.parse import urlencode
 
-import orjson
 import redis
 
 from shared import keys, store
-from shared.clinical.scored import WITHDRAWN_STATUS, score_result
-from shared.clinical.timeline import collection_order, parse_date
+from shared.clinical.timeline import parse_date
 from shared.interop.codes import FHIR_OBSERVATION_STATUSES, IS_PERCENT_CODE, LOINC_SYSTEM
 from shared.interop.fhir import FhirInvalid, Issue
 from shared.schemas import ID_PATTERN
@@ -182,33 +180,10 @@ def links(q: Search, total: int, base_url: str) -> list[tuple[str, str]]:
     return out
 
 
-def _scored(doc: dict) -> dict:
-    withdrawn = doc.get("status") == WITHDRAWN_STATUS
-    return {
-        **doc,
-        "withdrawn": withdrawn,
-        "classification": None if withdrawn else score_result(doc).classification.to_dict(),
-    }
-
-
 def patient_entries(r: redis.Redis, patient_id: str) -> tuple[list[dict], bool]:
     """(the patient's results with their classification in collection order, whether the worker's timeline
     was behind the stored results)."""
-    raw_timeline = store.read_timeline(r, patient_id)
-    timeline = orjson.loads(raw_timeline) if raw_timeline else {"results": []}
-    computed = {e["result_id"]: e for e in timeline["results"]}
-    entries, behind = [], False
-    for raw in r.hvals(keys.results(patient_id)):
-        doc = orjson.loads(raw)
-        entry = computed.get(doc["result_id"])
-        if (
-            entry is None
-            or {k: v for k, v in entry.items() if k not in ("withdrawn", "classification")} != doc
-        ):
-            entry, behind = _scored(doc), True
-        entries.append(entry)
-    entries.sort(key=lambda e: collection_order(e["collected_at"], e["result_id"]))
-    return entries, behind
+    return store.read_timeline_entries(r, patient_id)
 
 
 def _matches(q: Search, entry: dict) -> bool:
