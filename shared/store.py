@@ -70,6 +70,22 @@ def content_hash(doc: dict) -> str:
     return hashlib.sha256(canonical(doc)).hexdigest()
 
 
+class LuaScript:
+    """A script run by its SHA1 (EVALSHA: its text is not sent, nor hashed by Redis, on every call), loaded
+    with EVAL the first time a Redis has not seen it (a NOSCRIPT reply runs nothing, so it is atomic
+    either way)."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.sha = hashlib.sha1(text.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA1
+
+    def __call__(self, r: redis.Redis, numkeys: int, *keys_and_args: object):
+        try:
+            return r.evalsha(self.sha, numkeys, *keys_and_args)
+        except redis.exceptions.NoScriptError:
+            return r.eval(self.text, numkeys, *keys_and_args)
+
+
 class StoreError(Exception):
     """A write refused by the data already stored; carries the item index and a reason code."""
 
@@ -209,6 +225,9 @@ return reply
 )
 
 
+_STORE_RESULTS_SCRIPT = LuaScript(_STORE_RESULTS)
+
+
 @dataclass
 class WriteOutcome:
     """What a write did: per item its outcome, per touched patient its new version, and which
@@ -239,13 +258,15 @@ def store_results(r: redis.Redis, results: Sequence[dict], audit: dict) -> Write
     nothing) on a conflict."""
     script_keys = [keys.RESULT_INDEX, keys.DIRTY_PATIENTS, keys.ENQUEUED_PATIENTS, keys.AUDIT]
     args: list = [now_ms(), canonical(audit), *keys.cohort_key_parts()]
+    sha256 = hashlib.sha256
     for doc in results:
         pid = doc["patient_id"]
         script_keys += [
             keys.registration(pid), keys.results(pid), keys.version(pid), keys.status(pid), keys.timeline(pid)
         ]  # fmt: skip
-        args += [doc["result_id"], pid, doc["status"], content_hash(doc), canonical(doc)]
-    reply = r.eval(_STORE_RESULTS, len(script_keys), *script_keys, *args)
+        body = canonical(doc)  # content_hash is the SHA-256 of these bytes
+        args += [doc["result_id"], pid, doc["status"], sha256(body).hexdigest(), body]
+    reply = _STORE_RESULTS_SCRIPT(r, len(script_keys), *script_keys, *args)
     tag = _decode(reply[0])
     if tag != "ok":
         raise StoreError(tag, int(reply[1]) - 1, _decode(reply[2]))

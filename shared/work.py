@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 import orjson
 import redis
+from redis.client import Pipeline
 
 from shared import keys
 from shared.queue import QUEUES
@@ -185,13 +186,20 @@ def trim_audit(r: redis.Redis, retention_days: float) -> int:
 # --- work tracking and workers --------------------------------------------------------------------
 
 
-def track_tasks(r: redis.Redis, tasks: dict[str, tuple[str, int]], ttl_s: int) -> None:
-    """Record, per tracking id, which patient must reach which data version."""
-    pipe = r.pipeline(transaction=False)
+def track_tasks(
+    r: redis.Redis, tasks: dict[str, tuple[str, int]], ttl_s: int, pipe: Pipeline | None = None
+) -> None:
+    """Record, per tracking id, which patient must reach which data version (in ``pipe`` if given: the
+    caller executes it)."""
+    own = pipe is None
+    if pipe is None:
+        pipe = r.pipeline(transaction=False)
+    created = now_ms()
     for task_id, (patient_id, version) in tasks.items():
-        doc = {"patient_id": patient_id, "version": version, "created_ms": now_ms()}
+        doc = {"patient_id": patient_id, "version": version, "created_ms": created}
         pipe.set(keys.task(task_id), orjson.dumps(doc), ex=ttl_s)
-    pipe.execute()
+    if own:
+        pipe.execute()
 
 
 def read_task(r: redis.Redis, task_id: str) -> dict | None:
