@@ -120,10 +120,8 @@ def main() -> None:
             seed(server.url)
             worker.start()
             service_port, bare_port = free_port(), free_port()
-            procs = [
-                serve("services.api:create_app()", service_port, env),
-                serve("bare_app:create_app()", bare_port, env),
-            ]
+            procs.append(serve("services.api:create_app()", service_port, env))
+            procs.append(serve("bare_app:create_app()", bare_port, env))
             status_wrk(service_port, 1), status_wrk(bare_port, 1)  # warm-up
             ratios = []
             print(f"{'round':>5} {'service req/s':>14} {'bare req/s':>11} {'ratio':>6}")

@@ -21,6 +21,7 @@ import http.client
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -28,6 +29,7 @@ import time
 from pathlib import Path
 
 import orjson
+import redis
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -35,6 +37,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from read_path import serve, wrk  # noqa: E402
 
+from shared import keys  # noqa: E402
 from tests.procs import RedisServer, Worker, free_port  # noqa: E402
 
 KEY = "bench-write-key"
@@ -64,6 +67,60 @@ function request()
   return wrk.format("POST", "/v1/assay-results", nil, body)
 end
 """
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _tree(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout.split()
+    children: dict[int, list[int]] = {}
+    for child, parent in zip(out[::2], out[1::2], strict=True):
+        children.setdefault(int(parent), []).append(int(child))
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo += children.get(p, [])
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its descendants, so far."""
+    total = 0
+    for p in _tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / TICK
+
+
+class Usage:
+    """Where the CPU went during a round (API, Celery worker, redis-server), and how many recomputes
+    the worker finished: the 2 cores are shared by all of them and the load generator."""
+
+    def __init__(self, procs: dict[str, int], r: redis.Redis):
+        self.procs, self.r = procs, r
+
+    def _recomputes(self) -> int:
+        counts = self.r.hgetall(keys.TASK_METRICS)
+        return sum(int(v) for k, v in counts.items() if k.startswith(b"count|cml.recompute_patient|"))
+
+    def __enter__(self) -> Usage:
+        self.start = {name: cpu_seconds(pid) for name, pid in self.procs.items()}
+        self.recomputes0, self.t0 = self._recomputes(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        elapsed = time.perf_counter() - self.t0
+        self.cpu = {name: (cpu_seconds(pid) - self.start[name]) / elapsed for name, pid in self.procs.items()}
+        self.recomputes = (self._recomputes() - self.recomputes0) / elapsed
+
+    def __str__(self) -> str:
+        cores = " ".join(f"{name} {share:.2f}" for name, share in self.cpu.items())
+        return f"cores used: {cores}; recomputes/s {self.recomputes:.0f}"
 
 
 def call(port: int, method: str, path: str, body: object) -> int:
@@ -144,6 +201,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--only", choices=("single", "batch"), default=None)
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="py-spy the API workers during the first single round (collapsed stacks)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         server = RedisServer(Path(tmp) / "redis")
@@ -163,20 +225,34 @@ def main() -> None:
         try:
             worker.start()
             service_port, bare_port = free_port(), free_port()
-            procs = [
-                serve("services.api:create_app()", service_port, env, probe="/healthz"),
-                serve("bare_app:create_app()", bare_port, env, probe="/nothing"),
-            ]
+            procs.append(serve("services.api:create_app()", service_port, env, probe="/healthz"))
+            procs.append(serve("bare_app:create_app()", bare_port, env, probe="/nothing"))
             register(service_port)
+            r = redis.Redis.from_url(server.url)
+            usage = {"api": procs[0].pid, "worker": worker.proc.pid, "redis": server.proc.pid}
+            bare_usage = {"bare": procs[1].pid, "worker": worker.proc.pid, "redis": server.proc.pid}
             if args.only in (None, "single"):
                 single_round(service_port, 1, "warm", script), single_round(bare_port, 1, "warm", script)
                 ratios = []
                 print(f"{'round':>5} {'service POST/s':>15} {'bare POST/s':>12} {'ratio':>6}")
                 for i in range(args.rounds):
-                    service = single_round(service_port, args.seconds, f"S{i}", script)
-                    bare = single_round(bare_port, args.seconds, f"B{i}", script)
+                    spy = None
+                    if args.profile and i == 0:
+                        api_workers = _tree(procs[0].pid)[1:]
+                        spy = subprocess.Popen(
+                            ["py-spy", "record", "-f", "raw", "-o", args.profile, "-r", "200", "-d",
+                             str(args.seconds), "-p", str(api_workers[0])],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                        )  # fmt: skip
+                    with Usage(usage, r) as used:
+                        service = single_round(service_port, args.seconds, f"S{i}", script)
+                    if spy is not None:
+                        spy.wait()
+                    with Usage(bare_usage, r) as bare_used:
+                        bare = single_round(bare_port, args.seconds, f"B{i}", script)
                     ratios.append(service / bare)
                     print(f"{i + 1:>5} {service:>15.0f} {bare:>12.0f} {ratios[-1]:>6.3f}")
+                    print(f"      service: {used}\n      bare: {bare_used}")
                 print(
                     f"single POST: median ratio service/bare {statistics.median(ratios):.3f} (target >= 0.5)"
                 )
@@ -187,8 +263,9 @@ def main() -> None:
                 for i in range(args.rounds):
                     bodies = batch_bodies(f"BATCH{i}", per_round)
                     time.sleep(2)  # let the worker drain the previous round's recomputes
-                    rates.append(batch_round(service_port, args.seconds, args.threads, bodies))
-                    print(f"{i + 1:>5} {rates[-1]:>10.0f}")
+                    with Usage(usage, r) as used:
+                        rates.append(batch_round(service_port, args.seconds, args.threads, bodies))
+                    print(f"{i + 1:>5} {rates[-1]:>10.0f}   {used}")
                 print(f"batch POST: median {statistics.median(rates):.0f} results/s (target >= 30,000)")
         finally:
             for p in procs:

@@ -54,30 +54,11 @@ def enqueue(celery: Celery, task: str, item_id: str, task_id: str | None = None)
         log.warning("enqueue failed (%s); the sweeper will requeue", type(exc).__name__)
 
 
-def dispatch(
-    r: redis.Redis, celery: Celery, outcome: store.WriteOutcome, task_ttl_s: int, one_pipeline: bool = False
-) -> list[dict]:
-    """Track and enqueue the recomputations a write calls for; return how to follow them.
-
-    With ``one_pipeline`` (the broker is this Redis: queue.same_redis) the tracking records and every
-    task message go to Redis in one pipeline, one round trip for the whole write, instead of a round
-    trip for the records and Celery's publish per task (~0.3 ms of Python and two or three round trips
-    each; a batch of 1,000 new patients spent most of its time there). A failure of that pipeline is a
-    failure to track (submit_results): the results are stored and dirty, and the sweeper enqueues them."""
+def dispatch(r: redis.Redis, celery: Celery, outcome: store.WriteOutcome, task_ttl_s: int) -> list[dict]:
+    """Track and enqueue the recomputations a write calls for; return how to follow them."""
     tracked = {uuid.uuid4().hex: (pid, v) for pid, v in outcome.versions.items()}
-    fresh = set(outcome.to_enqueue)
-    if one_pipeline:
-        pipe = r.pipeline(transaction=False)
-        work.track_tasks(r, tracked, task_ttl_s, pipe)
-        sends = [(pid, task_id) for task_id, (pid, _) in tracked.items() if pid in fresh]
-        messages = task_messages(celery)
-        for queue, message in messages.build(RECOMPUTE_PATIENT, sends):
-            pipe.lpush(queue, message)
-        for queue, message in messages.build(REFRESH_COHORT, [(c, None) for c in outcome.cohorts_to_enqueue]):
-            pipe.lpush(queue, message)
-        pipe.execute()
-        return _follow(tracked)
     work.track_tasks(r, tracked, task_ttl_s)
+    fresh = set(outcome.to_enqueue)
     for task_id, (pid, _) in tracked.items():
         if pid in fresh:
             enqueue(celery, RECOMPUTE_PATIENT, pid, task_id=task_id)
@@ -113,17 +94,33 @@ def submit_results(
     docs: Sequence[dict],
     audit: dict,
     task_ttl_s: int,
-    one_pipeline: bool = False,
+    follow_in_script: bool = False,
 ) -> Submission:
     """Store validated result documents atomically (store.StoreError, writing nothing, on a conflict or
     an unknown patient), then queue their recomputation.
 
     Once the store has answered, the results are stored with their dirty marks: a Redis failure while
     tracking the follow-up tasks must not make a door say "not stored" (an HL7 AR, a 503) about a stored
-    result. It is logged, no task is offered to follow, and the sweeper recomputes the patients."""
+    result. It is logged, no task is offered to follow, and the sweeper recomputes the patients.
+
+    With ``follow_in_script`` (the broker is this Redis: queue.same_redis) the store's script itself records
+    the tasks and LPUSHes the task messages of patients with none pending: the whole write is one round
+    trip, and a recompute is enqueued atomically with the write that calls for it."""
+    if follow_in_script:
+        tracking = {pid: uuid.uuid4().hex for pid in dict.fromkeys(d["patient_id"] for d in docs)}
+        built = task_messages(celery).build(RECOMPUTE_PATIENT, tracking.items())
+        queue = built[0][0]
+        follow = store.FollowUp(
+            task_ttl_s,
+            queue,
+            {pid: (tid, m) for (pid, tid), (_, m) in zip(tracking.items(), built, strict=True)},
+        )
+        outcome = store.store_results(r, docs, audit, follow)
+        tracked = {tracking[pid]: (pid, v) for pid, v in outcome.versions.items()}
+        return Submission(outcome, _follow(tracked))
     outcome = store.store_results(r, docs, audit)
     try:
-        tasks = dispatch(r, celery, outcome, task_ttl_s, one_pipeline)
+        tasks = dispatch(r, celery, outcome, task_ttl_s)
     except redis.exceptions.RedisError as exc:
         log.warning("results stored; tracking their recomputation failed (%s): the sweeper will", exc)
         tasks = []

@@ -12,7 +12,6 @@ from collections.abc import Iterable
 
 import orjson
 import redis
-from redis.client import Pipeline
 
 from shared import keys
 from shared.queue import QUEUES
@@ -186,20 +185,14 @@ def trim_audit(r: redis.Redis, retention_days: float) -> int:
 # --- work tracking and workers --------------------------------------------------------------------
 
 
-def track_tasks(
-    r: redis.Redis, tasks: dict[str, tuple[str, int]], ttl_s: int, pipe: Pipeline | None = None
-) -> None:
-    """Record, per tracking id, which patient must reach which data version (in ``pipe`` if given: the
-    caller executes it)."""
-    own = pipe is None
-    if pipe is None:
-        pipe = r.pipeline(transaction=False)
-    created = now_ms()
+def track_tasks(r: redis.Redis, tasks: dict[str, tuple[str, int]], ttl_s: int) -> None:
+    """Record, per tracking id, which patient must reach which data version (the results write does it
+    in its own script: shared.store.FollowUp, the same record)."""
+    pipe = r.pipeline(transaction=False)
     for task_id, (patient_id, version) in tasks.items():
-        doc = {"patient_id": patient_id, "version": version, "created_ms": created}
+        doc = {"patient_id": patient_id, "version": version, "created_ms": now_ms()}
         pipe.set(keys.task(task_id), orjson.dumps(doc), ex=ttl_s)
-    if own:
-        pipe.execute()
+    pipe.execute()
 
 
 def read_task(r: redis.Redis, task_id: str) -> dict | None:
