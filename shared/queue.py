@@ -99,8 +99,8 @@ def send(
 
 
 def same_redis(settings: Settings) -> bool:
-    """Whether the broker is the data store's Redis (the default): then a write's task messages can go
-    in the pipeline of its other follow-up commands."""
+    """Whether the broker is the data store's Redis (the default): then the results write's task
+    messages can be LPUSHed by its own script (shared.store.FollowUp)."""
     return settings.broker_url == settings.redis_url
 
 
