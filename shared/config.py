@@ -46,7 +46,7 @@ class Settings:
     # API keys (services/api/auth.py): a JSON object, or a file of one holding sha256 digests.
     api_keys: str | None
     api_keys_file: str | None
-    # Per-key request budget (flask-limiter notation), kept in Redis so all API processes share it.
+    # Per-key request budget (the limits library's notation), kept in Redis so all API processes share it.
     rate_limit: str
     # The hot reads (status, timeline) are limited per key within each API process instead: a Redis
     # round trip for the count would cost them more than the read itself (bench/README.md).

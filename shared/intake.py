@@ -15,19 +15,25 @@ import redis
 from celery import Celery
 
 from shared import store, work
-from shared.queue import RECOMPUTE_PATIENT, REFRESH_COHORT, send
-from shared.schemas import AssayResultSchema, ValidationError, duplicate_ids
+from shared.queue import RECOMPUTE_PATIENT, REFRESH_COHORT, TaskMessages, send
+from shared.schemas import AssayResultSchema, ValidationError, duplicate_ids, fast_load_results
 
 log = logging.getLogger(__name__)
+
+# One schema for every request (building one costs more than loading a result with it).
+_RESULTS = AssayResultSchema(many=True)
 
 
 def validate_results(items: Sequence[dict]) -> list[dict]:
     """The canonical result documents, or ValidationError whose messages are {index: {field: [reasons]}}
     (a batch with any bad item is refused whole)."""
-    try:
-        loaded = AssayResultSchema(many=True).load(list(items))
-    except ValidationError as err:
-        raise ValidationError(err.messages) from err
+    items = list(items)
+    loaded = fast_load_results(items)
+    if loaded is None:  # something unusual or wrong: the schema decides, with its messages
+        try:
+            loaded = _RESULTS.load(items)
+        except ValidationError as err:
+            raise ValidationError(err.messages) from err
     dupes = duplicate_ids(loaded, "result_id")
     if dupes:
         raise ValidationError(dupes)
@@ -58,6 +64,18 @@ def dispatch(r: redis.Redis, celery: Celery, outcome: store.WriteOutcome, task_t
             enqueue(celery, RECOMPUTE_PATIENT, pid, task_id=task_id)
     for cohort_id in outcome.cohorts_to_enqueue:
         enqueue(celery, REFRESH_COHORT, cohort_id)
+    return _follow(tracked)
+
+
+def task_messages(celery: Celery) -> TaskMessages:
+    """The app's message builder (its templates are made once per app)."""
+    found = getattr(celery, "_cml_task_messages", None)
+    if found is None:
+        found = celery._cml_task_messages = TaskMessages(celery)  # type: ignore[attr-defined]
+    return found
+
+
+def _follow(tracked: dict[str, tuple[str, int]]) -> list[dict]:
     return [
         {"task_id": t, "patient_id": pid, "data_version": v, "href": f"/v1/tasks/{t}"}
         for t, (pid, v) in tracked.items()
@@ -71,14 +89,35 @@ class Submission:
 
 
 def submit_results(
-    r: redis.Redis, celery: Celery, docs: Sequence[dict], audit: dict, task_ttl_s: int
+    r: redis.Redis,
+    celery: Celery,
+    docs: Sequence[dict],
+    audit: dict,
+    task_ttl_s: int,
+    follow_in_script: bool = False,
 ) -> Submission:
     """Store validated result documents atomically (store.StoreError, writing nothing, on a conflict or
     an unknown patient), then queue their recomputation.
 
     Once the store has answered, the results are stored with their dirty marks: a Redis failure while
     tracking the follow-up tasks must not make a door say "not stored" (an HL7 AR, a 503) about a stored
-    result. It is logged, no task is offered to follow, and the sweeper recomputes the patients."""
+    result. It is logged, no task is offered to follow, and the sweeper recomputes the patients.
+
+    With ``follow_in_script`` (the broker is this Redis: queue.same_redis) the store's script itself records
+    the tasks and LPUSHes the task messages of patients with none pending: the whole write is one round
+    trip, and a recompute is enqueued atomically with the write that calls for it."""
+    if follow_in_script:
+        tracking = {pid: uuid.uuid4().hex for pid in dict.fromkeys(d["patient_id"] for d in docs)}
+        built = task_messages(celery).build(RECOMPUTE_PATIENT, tracking.items())
+        queue = built[0][0]
+        follow = store.FollowUp(
+            task_ttl_s,
+            queue,
+            {pid: (tid, m) for (pid, tid), (_, m) in zip(tracking.items(), built, strict=True)},
+        )
+        outcome = store.store_results(r, docs, audit, follow)
+        tracked = {tracking[pid]: (pid, v) for pid, v in outcome.versions.items()}
+        return Submission(outcome, _follow(tracked))
     outcome = store.store_results(r, docs, audit)
     try:
         tasks = dispatch(r, celery, outcome, task_ttl_s)

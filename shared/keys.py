@@ -40,7 +40,7 @@ Global:
 ``cml:rules``                          string  fingerprint of the rules the stored documents were made by
 ``cml:audit``                          stream  one entry per accepted write: who, what, when, ids
 ``cml:metrics:tasks``                  hash    task counters and latency histogram (Prometheus export)
-``cml:ratelimit...``                   (flask-limiter's own keys, per API key)
+``cml:ratelimit:<n>:<period s>:<operation>:<len>:<key id>``  string  requests in a fixed window (expires)
 ``cml:idem:<key id>:<Idempotency-Key>`` string  a batch post's request hash and response (expires)
 ``cml:hl7ack:<caller>:<sender>:<id>`` string  the AA answered to an HL7 v2 message (MSH-3^MSH-4 sender, MSH-10
                                                id) and its content hash, for re-sends (expires)
@@ -127,6 +127,13 @@ def patient_key_parts() -> tuple[str, str]:
     reach every patient from the patients set)."""
     head, tail = _patient("\0", "").split("\0")
     return head, tail
+
+
+def rate_limit(amount: int, period_s: int, operation: str, key_id: str) -> str:
+    """Requests of one API key to one operation in its current window of a budget of ``amount`` per
+    ``period_s`` (services/api/ratelimit.py; the window starts at its first request, expires with it)."""
+    # Length-prefixed like idempotency(): key names may hold ':'.
+    return f"{PREFIX}ratelimit:{amount}:{period_s}:{operation}:{len(key_id)}:{key_id}"
 
 
 def idempotency(caller: str, idempotency_key: str) -> str:

@@ -225,6 +225,101 @@ class AssayResultSchema(_Strict):
         return data
 
 
+# --- the fast path for results -------------------------------------------------------------------
+#
+# Marshmallow builds and walks its field machinery for every item: ~70 us a result, most of a batch
+# write's time (bench/write_path.py). The common shape (a plain date, numbers or nulls, known codes,
+# short text) is checked here directly, producing the very document AssayResultSchema would; anything
+# else (an error, a date-time, is_percent_below, a field of an unexpected type) makes the caller run
+# the schema on the whole batch, so every refusal still carries marshmallow's messages.
+
+_RESULT_FIELDS = tuple(AssayResultSchema._declared_fields)
+_RESULT_KEYS = frozenset(_RESULT_FIELDS)
+_ID_FULL = re.compile(ID_PATTERN.removesuffix("$") + r"\Z")
+_PLAIN_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
+_NUMBER_MAX = {"control_copies": MAX_COPIES, "bcr_abl1_copies": MAX_COPIES, "is_percent": MAX_IS_PERCENT}
+_TEXT_MAX = {"lab": 100, "assay": 100, "transcript": 40}
+_measurement_rule = AssayResultSchema._measurement
+
+
+def _fast_number(value: Any, least: float | None, most: float) -> float | None:
+    """The canonical float of an in-range JSON number, or None for anything the schema must judge."""
+    if type(value) is not float and type(value) is not int:
+        return None
+    if not math.isfinite(value) or value > most or (least is not None and value < least):
+        return None
+    return float(value) + 0.0
+
+
+def fast_load_result(item: Any, earliest: str, latest: str) -> dict | None:
+    """AssayResultSchema().load(item) for the common shape, or None when the schema must decide
+    (``earliest``/``latest``: the allowed dates as ISO strings, computed once per batch)."""
+    if type(item) is not dict or not item.keys() <= _RESULT_KEYS:
+        return None
+    rid, pid, collected = item.get("result_id"), item.get("patient_id"), item.get("collected_at")
+    if type(rid) is not str or type(pid) is not str or type(collected) is not str:
+        return None
+    if not (_ID_FULL.match(rid) and _ID_FULL.match(pid) and _PLAIN_DATE.match(collected)):
+        return None
+    if not earliest <= collected <= latest:  # same-length ISO dates order as the dates do
+        return None
+    try:
+        date.fromisoformat(collected)
+    except ValueError:
+        return None
+    gene = item.get("control_gene")
+    if gene is not None and gene not in CONTROL_GENES:
+        return None
+    out: dict[str, Any] = {
+        "result_id": rid,
+        "patient_id": pid,
+        "collected_at": collected,
+        "control_gene": gene,
+    }
+    for name in ("control_copies", "bcr_abl1_copies", "is_percent"):
+        value = item.get(name)
+        if value is not None:
+            value = _fast_number(value, None if name == "control_copies" else 0, _NUMBER_MAX[name])
+            if value is None:
+                return None
+        out[name] = value
+    cf = item.get("conversion_factor", 1.0)
+    cf = _fast_number(cf, CONVERSION_FACTOR_RANGE[0], CONVERSION_FACTOR_RANGE[1])
+    if cf is None:
+        return None
+    out["conversion_factor"] = cf
+    if item.get("is_percent_below") is not None:
+        return None
+    status = item.get("status", "final")
+    if status not in RESULT_STATUSES:  # also None: the schema refuses it
+        return None
+    out["status"] = status
+    for name, most in _TEXT_MAX.items():
+        text = item.get(name)
+        if text is not None and (
+            type(text) is not str or not 1 <= len(text) <= most or _CONTROL.search(text)
+        ):
+            return None
+        out[name] = text
+    try:
+        _measurement_rule(None, out)  # type: ignore[arg-type]
+    except ValidationError:
+        return None
+    return out
+
+
+def fast_load_results(items: list) -> list[dict] | None:
+    """Every item through fast_load_result, or None if any needs the schema."""
+    earliest, latest = EARLIEST_DATE.isoformat(), _latest_allowed().isoformat()
+    loaded = []
+    for item in items:
+        doc = fast_load_result(item, earliest, latest)
+        if doc is None:
+            return None
+        loaded.append(doc)
+    return loaded
+
+
 def _below_limit_alone(data: dict, errors: dict[str, list[str]]) -> None:
     """`is_percent_below` is a result without control copies; with them, the copies set the sensitivity
     (Cross 2015), so the result is sent as `bcr_abl1_copies: 0` instead."""

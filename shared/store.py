@@ -72,6 +72,22 @@ def content_hash(doc: dict) -> str:
     return hashlib.sha256(canonical(doc)).hexdigest()
 
 
+class LuaScript:
+    """A script run by its SHA1 (EVALSHA: its text is not sent, nor hashed by Redis, on every call), loaded
+    with EVAL the first time a Redis has not seen it (a NOSCRIPT reply runs nothing, so it is atomic
+    either way)."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.sha = hashlib.sha1(text.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA1
+
+    def __call__(self, r: redis.Redis, numkeys: int, *keys_and_args: object):
+        try:
+            return r.evalsha(self.sha, numkeys, *keys_and_args)
+        except redis.exceptions.NoScriptError:
+            return r.eval(self.text, numkeys, *keys_and_args)
+
+
 class StoreError(Exception):
     """A write refused by the data already stored; carries the item index and a reason code."""
 
@@ -153,14 +169,17 @@ _STORE_RESULTS = (
     + """
 -- KEYS[1] result index, KEYS[2] dirty zset, KEYS[3] enqueued zset, KEYS[4] audit stream,
 -- then per item: registration, results hash, version, status, timeline (5 keys).
--- ARGV[1] now ms, ARGV[2] audit entry, [3] cohort key head, [4] tail,
--- then per item: result_id, patient_id, status, sha, json.
--- (KEYS and ARGV both hold 4 fixed entries then 5 per item: item i's are at a = k = 4 + (i - 1) * 5.)
-local n = (#ARGV - 4) / 5
+-- ARGV[1] now ms, ARGV[2] audit entry, [3] cohort key head, [4] tail, [5] number of items n,
+-- [6] task key head ('' when the caller enqueues the recomputes itself), [7] task ttl s, [8] queue,
+-- then per item: result_id, patient_id, status, sha, json,
+-- then per patient to follow (when [6] is set): patient_id, task id, task message.
+-- (Item i's keys are at k = 4 + (i - 1) * 5, its arguments at a = FIXED + (i - 1) * 5.)
+local FIXED = 8
+local n = tonumber(ARGV[5])
 local outcome = {}
 -- Pass 1 checks everything, so that a refused batch writes nothing.
 for i = 1, n do
-  local a = 4 + (i - 1) * 5
+  local a = FIXED + (i - 1) * 5
   local rid, pid, st, sha = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
   local k = 4 + (i - 1) * 5
   if redis.call('EXISTS', KEYS[k + 1]) == 0 then return {'unknown_patient', i, pid} end
@@ -181,7 +200,7 @@ end
 local touched, order = {}, {}
 for i = 1, n do
   if outcome[i] ~= 'unchanged' then
-    local a = 4 + (i - 1) * 5
+    local a = FIXED + (i - 1) * 5
     local k = 4 + (i - 1) * 5
     redis.call('HSET', KEYS[1], ARGV[a + 1], ARGV[a + 2] .. '|' .. ARGV[a + 4])
     redis.call('HSET', KEYS[k + 2], ARGV[a + 1], ARGV[a + 5])
@@ -194,12 +213,25 @@ end
 local reply = {'ok', outcome}
 local versions = {}
 local marked = {}
+-- Following the recomputes here (shared.intake.dispatch, one_pipeline): each touched patient's task
+-- record, and its task message when none is pending, land with the data.
+local task_head, follow = ARGV[6], {}
+if task_head ~= '' then
+  for f = FIXED + n * 5 + 1, #ARGV, 3 do follow[ARGV[f]] = f end
+end
 for _, pid in ipairs(order) do
   local k = touched[pid]
   local v = redis.call('INCR', KEYS[k + 3])
   redis.call('ZADD', KEYS[2], 'NX', ARGV[1], pid)
   local fresh = redis.call('ZADD', KEYS[3], 'NX', ARGV[1], pid)
   await_write(pid, KEYS[k + 4], KEYS[k + 5], redis.call('GET', KEYS[k + 1]), ARGV[3], ARGV[4], marked)
+  local f = follow[pid]
+  if f then
+    -- shared.work.track_tasks' record, byte for byte (ids hold no quote or backslash).
+    redis.call('SET', task_head .. ARGV[f + 1],
+      '{"patient_id":"' .. pid .. '","version":' .. v .. ',"created_ms":' .. ARGV[1] .. '}', 'EX', ARGV[7])
+    if fresh == 1 then redis.call('LPUSH', ARGV[8], ARGV[f + 2]) end
+  end
   table.insert(versions, {pid, v, fresh})
 end
 table.insert(reply, versions)
@@ -209,6 +241,9 @@ redis.call('XADD', KEYS[4], '*', 'entry', ARGV[2],
 return reply
 """
 )
+
+
+_STORE_RESULTS_SCRIPT = LuaScript(_STORE_RESULTS)
 
 
 @dataclass
@@ -236,18 +271,38 @@ def _parse_versions(rows: Sequence) -> tuple[dict[str, int], list[str]]:
     return versions, fresh
 
 
-def store_results(r: redis.Redis, results: Sequence[dict], audit: dict) -> WriteOutcome:
+@dataclass
+class FollowUp:
+    """What store_results does for the recomputes in the same script, when the broker is this Redis:
+    per patient its tracking id and its task message (shared.queue.TaskMessages), stored and LPUSHed
+    to ``queue`` only for a patient that had no task pending."""
+
+    ttl_s: int
+    queue: str
+    tasks: dict[str, tuple[str, bytes]]  # patient id -> (tracking id, task message)
+
+
+def store_results(
+    r: redis.Redis, results: Sequence[dict], audit: dict, follow: FollowUp | None = None
+) -> WriteOutcome:
     """Store validated results atomically with their audit entry; raise StoreError (writing
-    nothing) on a conflict."""
+    nothing) on a conflict. With ``follow``, the touched patients' task records and messages are
+    written by the same script (one round trip for the whole write)."""
     script_keys = [keys.RESULT_INDEX, keys.DIRTY_PATIENTS, keys.ENQUEUED_PATIENTS, keys.AUDIT]
-    args: list = [now_ms(), canonical(audit), *keys.cohort_key_parts()]
+    args: list = [now_ms(), canonical(audit), *keys.cohort_key_parts(), len(results)]
+    args += [keys.task(""), follow.ttl_s, follow.queue] if follow else ["", 0, ""]
+    sha256 = hashlib.sha256
     for doc in results:
         pid = doc["patient_id"]
         script_keys += [
             keys.registration(pid), keys.results(pid), keys.version(pid), keys.status(pid), keys.timeline(pid)
         ]  # fmt: skip
-        args += [doc["result_id"], pid, doc["status"], content_hash(doc), encode_result(doc)]
-    reply = r.eval(_STORE_RESULTS, len(script_keys), *script_keys, *args)
+        body = canonical(doc)  # content_hash is the SHA-256 of these bytes
+        args += [doc["result_id"], pid, doc["status"], sha256(body).hexdigest(), encode_result(doc)]
+    if follow:
+        for pid, (task_id, message) in follow.tasks.items():
+            args += [pid, task_id, message]
+    reply = _STORE_RESULTS_SCRIPT(r, len(script_keys), *script_keys, *args)
     tag = _decode(reply[0])
     if tag != "ok":
         raise StoreError(tag, int(reply[1]) - 1, _decode(reply[2]))

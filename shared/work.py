@@ -209,7 +209,8 @@ def trim_audit(r: redis.Redis, retention_days: float) -> int:
 
 
 def track_tasks(r: redis.Redis, tasks: dict[str, tuple[str, int]], ttl_s: int) -> None:
-    """Record, per tracking id, which patient must reach which data version."""
+    """Record, per tracking id, which patient must reach which data version (the results write does it
+    in its own script: shared.store.FollowUp, the same record)."""
     pipe = r.pipeline(transaction=False)
     for task_id, (patient_id, version) in tasks.items():
         doc = {"patient_id": patient_id, "version": version, "created_ms": now_ms()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,32 +87,49 @@ def _read_body() -> bytes:
     return b"".join(parts)
 
 
-def _depth(value: Any) -> int:
-    """The nesting depth of a parsed body (iterative: orjson parses up to 1024 levels)."""
-    deepest, stack = 0, [(value, 1)]
+# Every JSON string, escapes included: what is left once they are removed holds a colon per object key.
+_STRINGS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+
+
+def _canonical_tree(value: Any) -> tuple[int, int]:
+    """Walk a parsed body once (iteratively: orjson parses up to 1024 levels): make every number
+    canonical in place (canonical_number), and return its nesting depth and how many keys its
+    objects hold."""
+    deepest, keys, stack = 0, 0, [(value, 1)]
     while stack:
         node, depth = stack.pop()
-        if isinstance(node, dict | list):
-            deepest = max(deepest, depth)
-            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
-    return deepest
+        if depth > deepest:
+            deepest = depth
+        if type(node) is dict:
+            keys += len(node)
+            for k, child in node.items():
+                t = type(child)
+                if t is float or t is int:
+                    node[k] = float(child) + 0.0
+                elif t is dict or t is list:
+                    stack.append((child, depth + 1))
+        elif type(node) is list:
+            for i, child in enumerate(node):
+                t = type(child)
+                if t is float or t is int:
+                    node[i] = float(child) + 0.0
+                elif t is dict or t is list:
+                    stack.append((child, depth + 1))
+    return deepest, keys
 
 
 class _DuplicateKey(ValueError):
     pass
 
 
-def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> None:
     # Python's json and orjson keep the last of duplicate keys; an interface engine that keeps the
     # first would read another result than the one stored (design-notes.md, "Under pressure").
-    doc = dict(pairs)
-    if len(doc) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise _DuplicateKey(key)
-            seen.add(key)
-    return doc
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen.add(key)
 
 
 def canonical_number(value: float | int) -> float:
@@ -121,31 +139,31 @@ def canonical_number(value: float | int) -> float:
 
 
 def _parse(raw: bytes) -> Any:
-    """Strict JSON: orjson first (it refuses NaN, invalid UTF-8 and lone surrogates, and bounds depth),
-    then a bounded depth, then Python's parser for what orjson cannot tell: duplicate keys. Numbers
-    come out canonical (canonical_number)."""
+    """Strict JSON: orjson (it refuses NaN, invalid UTF-8 and lone surrogates, and bounds depth), then a
+    bounded depth, then duplicate keys, which orjson cannot tell: the body's text names more keys than
+    the parsed objects hold only if an object repeats one, and only then does Python's parser find
+    which. Numbers come out canonical (canonical_number)."""
     try:
-        depth = _depth(orjson.loads(raw))
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise _malformed(f"The body is not valid JSON: {exc}") from exc
+    depth, keys = _canonical_tree(body)
     if depth > MAX_DEPTH:
         raise _malformed(f"The body is nested {depth} levels deep; at most {MAX_DEPTH} are accepted.")
-    try:
-        return json.loads(
-            raw,
-            object_pairs_hook=_refuse_duplicates,
-            parse_int=lambda text: canonical_number(int(text)),
-            parse_float=lambda text: canonical_number(float(text)),
-        )
-    except _DuplicateKey as exc:
-        key = exc.args[0]
-        raise Problem(
-            400, "duplicate-key", "Duplicate key",
-            f"The key {key!r} appears twice in one object; send each key once.",
-            errors=[{"pointer": "", "field": key, "detail": "appears twice in one object"}],
-        ) from exc  # fmt: skip
-    except (ValueError, OverflowError, RecursionError) as exc:  # orjson said it was valid: be safe
-        raise _malformed(f"The body is not valid JSON: {type(exc).__name__}") from exc
+    if keys and _STRINGS.sub(b"", raw).count(b":") != keys:
+        try:
+            json.loads(raw, object_pairs_hook=_refuse_duplicates)
+        except _DuplicateKey as exc:
+            key = exc.args[0]
+            raise Problem(
+                400, "duplicate-key", "Duplicate key",
+                f"The key {key!r} appears twice in one object; send each key once.",
+                errors=[{"pointer": "", "field": key, "detail": "appears twice in one object"}],
+            ) from exc  # fmt: skip
+        except (ValueError, OverflowError, RecursionError) as exc:  # orjson said it was valid: be safe
+            raise _malformed(f"The body is not valid JSON: {type(exc).__name__}") from exc
+        raise _malformed("The body is not valid JSON: its objects' keys could not be counted")
+    return body
 
 
 def json_body(media_checked: bool = False) -> Any:

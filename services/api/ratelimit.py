@@ -1,11 +1,12 @@
 """Per-key request budgets.
 
-Every route but the hot reads is limited by flask-limiter with Redis storage, so all API processes
-share one budget per key and operation (``RATE_LIMIT``). The hot reads (status, timeline: one Redis
-GET each) are limited per key and operation within each API process (``HOT_READ_RATE_LIMIT``):
-flask-limiter's check, even deciding that a route is exempt, costs ~60 us of Python per request, a
-fifth of the whole read path (bench/README.md), so its hooks run only on the routes it limits.
-Over budget: 429 problem+json with Retry-After.
+Every route but the hot reads is limited per key and operation by a fixed window counted in Redis, so
+all API processes share one budget (``RATE_LIMIT``): one short script a request (INCR; EXPIRE on the
+window's first). That was flask-limiter's job; its check cost ~0.6 ms of Python a request, a fifth of
+a single-result write
+(bench/README.md, "Write path"). The hot reads (status, timeline: one Redis GET each) are limited
+per key and operation within each API process (``HOT_READ_RATE_LIMIT``), since even one Redis round
+trip is a large share of them. Over budget: 429 problem+json with Retry-After.
 """
 
 from __future__ import annotations
@@ -13,17 +14,19 @@ from __future__ import annotations
 import math
 import time
 
-from flask import Flask, Response, g, request
-from flask_limiter import Limiter
-from flask_limiter.errors import RateLimitExceeded
+import redis
+from flask import Flask, request
 from limits import parse
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from services.api.auth import caller
-from services.api.errors import Problem, problem_response
+from services.api.errors import Problem
 from services.api.observability import HOT_READS
+from shared import keys, store
 from shared.config import Settings
+
+# Bounded like the store's client, and no retry: with Redis stalled the check steps aside after one
+# short timeout and the store's own call answers 503 (README, "Operations").
+_TIMEOUT_S = 0.25
 
 
 class HotReadBudget:
@@ -44,69 +47,56 @@ class HotReadBudget:
         return None if n <= self.amount else (window + 1) * self.period - now
 
 
+_SPEND = store.LuaScript(
+    """
+-- KEYS[1] the counter; ARGV[1] the budget, [2] the window in s. A window starts at its first request
+-- (the counter's expiry ends it). Returns 0 within budget, else the ms until the window ends.
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+if n <= tonumber(ARGV[1]) then return 0 end
+return math.max(redis.call('PTTL', KEYS[1]), 1)
+"""
+)
+
+
+class SharedBudget:
+    """Fixed windows counted in Redis, shared by every API process: one command a request."""
+
+    def __init__(self, rate: str, r: redis.Redis):
+        item = parse(rate)
+        self.limit, self.amount, self.period = str(item), item.amount, item.get_expiry()
+        self.redis = r
+
+    def spend(self, key: str, operation: str) -> float | None:
+        """None when within budget (or Redis cannot say: the request meets the store's 503), otherwise
+        the seconds until the window resets."""
+        counter = keys.rate_limit(self.amount, self.period, operation, key)
+        try:
+            wait_ms = _SPEND(self.redis, 1, counter, self.amount, self.period)
+        except redis.exceptions.RedisError:
+            return None
+        return wait_ms / 1000 if wait_ms else None
+
+
 def init_rate_limits(app: Flask, settings: Settings) -> None:
-    limiter = _limiter(settings)
-    limiter.init_app(app)
-    _gate(app, limiter, HotReadBudget(settings.hot_read_rate_limit))
+    r = store.connect(settings.redis_url, socket_timeout=_TIMEOUT_S, connect_timeout=_TIMEOUT_S, retries=0)
+    shared, hot = SharedBudget(settings.rate_limit, r), HotReadBudget(settings.hot_read_rate_limit)
 
-    @app.errorhandler(RateLimitExceeded)
-    def _too_many(exc: RateLimitExceeded) -> Response:
-        # When the current window resets (one Redis read, on the refused request only).
-        reset_at = limiter.current_limit.reset_at if limiter.current_limit else time.time() + 1
-        retry_after = max(1, math.ceil(reset_at - time.time()))
-        return problem_response(
-            429, "rate-limited", "Too many requests",
-            f"This key is limited to {exc.limit.limit}; retry after {retry_after} s.",
-            headers={"Retry-After": str(retry_after)},
-        )  # fmt: skip
-
-
-def _limiter(settings: Settings) -> Limiter:
-    # If Redis is down the limiter steps aside (swallow_errors) and the request meets the store's own
-    # 503. Rate headers on every response would cost two more Redis reads: only a 429 says when.
-    return Limiter(
-        key_func=caller,
-        default_limits=[settings.rate_limit],
-        storage_uri=settings.redis_url,
-        # Bounded like the store's client (shared.store.connect_for_requests), and no retry: with Redis
-        # stalled the limiter steps aside after one short timeout and the store's call answers 503.
-        storage_options={
-            "socket_connect_timeout": 0.25,
-            "socket_timeout": 0.25,
-            "retry": Retry(NoBackoff(), 0),
-        },
-        strategy="fixed-window",
-        headers_enabled=False,
-        swallow_errors=True,
-        key_prefix="cml:ratelimit",
-    )
-
-
-def _gate(app: Flask, limiter: Limiter, hot: HotReadBudget) -> None:
-    """Swap flask-limiter's request hooks for ones that run it only on the routes it limits."""
-    before, after, teardown = (
-        app.before_request_funcs[None],
-        app.after_request_funcs[None],
-        app.teardown_request_funcs[None],
-    )
-    check = limiter._check_request_limit
-    inject = next(f for f in after if getattr(f, "args", None) == (limiter,))
-    release = next(f for f in teardown if getattr(f, "__self__", None) is limiter)
-
-    def gated_check() -> None:
+    @app.before_request
+    def _check_budget() -> None:
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        endpoint = req.endpoint
         key = caller()
-        hot_read = request.endpoint in HOT_READS
-        g.rate_limited = key != "anonymous" and not hot_read
-        if g.rate_limited:
-            check()
-        elif hot_read and (wait := hot.spend((key, request.endpoint))) is not None:
+        if endpoint is None or key == "anonymous":
+            return  # unknown URL (404 follows), or a public route
+        if endpoint in HOT_READS:
+            wait, limit, when = hot.spend((key, endpoint)), f"{hot.rate} reads per API process", "in"
+        else:
+            wait, limit, when = shared.spend(key, endpoint), shared.limit, "after"
+        if wait is not None:
             retry_after = max(1, math.ceil(wait))
             raise Problem(
                 429, "rate-limited", "Too many requests",
-                f"This key is limited to {hot.rate} reads per API process; retry in {retry_after} s.",
+                f"This key is limited to {limit}; retry {when} {retry_after} s.",
                 headers={"Retry-After": str(retry_after)},
             )  # fmt: skip
-
-    before[before.index(check)] = gated_check
-    after[after.index(inject)] = lambda response: inject(response) if g.get("rate_limited") else response
-    teardown[teardown.index(release)] = lambda exc: release(exc) if g.get("rate_limited") else None
