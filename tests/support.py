@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 import uuid
 
+from tests.conftest import FULL_KEY
 from tests.procs import wait_for
 
 
@@ -36,3 +40,15 @@ def result(patient_id: str, result_id: str | None = None, **fields) -> dict:
         "bcr_abl1_copies": 50,
         **fields,
     }
+
+
+def http(method: str, url: str, body: object | None = None) -> tuple[int, dict]:
+    """A JSON request over real HTTP with the tests' full key: (status, parsed body)."""
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {FULL_KEY}"}
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())

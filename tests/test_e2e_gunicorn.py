@@ -6,25 +6,12 @@ import json
 import re
 import shutil
 import subprocess
-import urllib.error
-import urllib.request
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import FULL_KEY
 from tests.procs import ROOT, start_gunicorn, stop_process, wait_for
-
-
-def http(method: str, url: str, body: object | None = None) -> tuple[int, dict]:
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {FULL_KEY}"}
-    req = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
+from tests.support import http
 
 
 def readme_requests() -> list[tuple[str, object]]:

@@ -15,8 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from datetime import date, timedelta
 from pathlib import Path
@@ -28,19 +26,9 @@ from services.importer.readers import NUMBER_FIELDS
 from shared import keys, store
 from tests.conftest import FULL_KEY
 from tests.procs import ROOT, free_port, start_gunicorn, stop_process, wait_for
+from tests.support import http
 
 PYTHON = sys.executable
-
-
-def http(method: str, url: str, body: object | None = None) -> tuple[int, dict]:
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {FULL_KEY}"}
-    req = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
 
 
 @pytest.fixture(scope="module")
