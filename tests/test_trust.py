@@ -370,9 +370,20 @@ def test_ops_queues_report_depth_age_and_in_flight(tmp_path, monkeypatch):
         assert waiting["patients"]["in_flight"] == 0 and waiting["cohorts"]["depth"] == 0
         assert client.get("/v1/ops/queues").get_json()["backlog"]["patient"]["dirty"] == 2
         worker.start()
+
         # The recomputes are done and one refresh of QC is held by the worker, waiting out its debounce.
-        wait_for(lambda: report()["cohorts"]["in_flight"] == 1 and report()["patients"]["depth"] == 0, 30,
-                 what="a refresh held in flight")  # fmt: skip
+        # The first recompute's refresh can be held while the second patient is still being computed
+        # (its message already off the queue): wait for both, not for the first sign of either.
+        def settled() -> bool:
+            doc = client.get("/v1/ops/queues").get_json()
+            queues = {q["queue"]: q for q in doc["queues"]}
+            return (
+                queues["cohorts"]["in_flight"] == 1
+                and queues["patients"]["depth"] == 0
+                and doc["backlog"]["patient"]["dirty"] == 0
+            )
+
+        wait_for(settled, 30, what="a refresh held in flight, every recompute done")
         done = client.get("/v1/ops/queues").get_json()
         assert done["queues"][0]["oldest_age_s"] is None and done["backlog"]["patient"]["dirty"] == 0
         assert [w["worker"].split("@")[0] for w in done["workers"]] == ["ops"] and done["workers_alive"] == 1
