@@ -625,30 +625,27 @@ def read_status(r: redis.Redis, patient_id: str) -> bytes | None:
 # results: both in one script, one round trip, one consistent view.
 _READ_TIMELINE = """
 -- KEYS[1] timeline, [2] results hash
-local stored = redis.call('GET', KEYS[1])
-if not stored then return false end
-return {stored, redis.call('HGETALL', KEYS[2])}
+-- The results even without a stored timeline: a reader of single results (FHIR) scores them itself.
+return {redis.call('GET', KEYS[1]) or '', redis.call('HGETALL', KEYS[2])}
 """
 
 
-def _timeline_parts(r: redis.Redis, patient_id: str) -> tuple[bytes, dict[str, bytes]] | None:
-    reply = r.eval(_READ_TIMELINE, 2, keys.timeline(patient_id), keys.results(patient_id))
-    if not reply:
-        return None
-    return reply[0], timelines.results_map(reply[1])
+def _timeline_parts(r: redis.Redis, patient_id: str) -> tuple[bytes | None, dict[str, bytes]]:
+    """(the stored timeline, None if none was computed yet; the stored results), in one round trip."""
+    stored, results = r.eval(_READ_TIMELINE, 2, keys.timeline(patient_id), keys.results(patient_id))
+    return (stored or None), timelines.results_map(results)
 
 
 def read_timeline(r: redis.Redis, patient_id: str) -> bytes | None:
     """The timeline document (GET /v1/patients/{id}/results) as its bytes, None if none was computed."""
-    parts = _timeline_parts(r, patient_id)
-    return None if parts is None else timelines.build(*parts, patient_id)
+    stored, results = _timeline_parts(r, patient_id)
+    return None if stored is None else timelines.build(stored, results, patient_id)
 
 
 def read_timeline_entries(r: redis.Redis, patient_id: str) -> tuple[list[dict], bool]:
     """Every stored result with its classification, in collection order, and whether any was scored at
     read time (stored since the timeline was computed, or replaced while it is pending): one round trip."""
-    parts = _timeline_parts(r, patient_id)
-    stored, results = parts if parts is not None else (None, {})
+    stored, results = _timeline_parts(r, patient_id)
     known: dict[str, tuple] = {}
     if stored is not None:
         table = timelines.rows(stored)

@@ -504,3 +504,23 @@ def test_the_readme_example_is_answered_as_the_readme_says(client):
     [entry] = [e for e in found["entry"] if e.get("search", {}).get("mode") == "match"]
     coding = entry["resource"]["interpretation"][0]["coding"][0]
     assert coding["code"] == "MR4.5" and entry["resource"]["valueQuantity"]["comparator"] == "<"
+
+
+def test_a_result_is_read_before_any_recompute(own_redis):
+    """No worker on this Redis: the patient's timeline was never computed, yet FHIR read and search find
+    the stored result, scored on read by the worker's function (a door never waits for the worker)."""
+    from services.api import create_app
+    from shared.config import load_settings
+
+    app = create_app(load_settings())
+    fresh = app.test_client()
+    pid, accession = "P-NO-WORKER", rid()
+    assert fresh.put(f"/v1/patients/{pid}", json={"cohorts": []}).status_code == 201
+    assert post(fresh, "/fhir/Observation", observation(pid, accession)).status_code == 201
+    read = fresh.get(f"/fhir/Observation/{accession}")
+    assert read.status_code == 200, read.get_json()
+    assert read.get_json()["interpretation"][0]["coding"][0]["code"] == "MMR"  # 50 in 100,000 ABL1
+    found = fresh.get(f"/fhir/Observation?patient={pid}").get_json()
+    assert [
+        e["resource"]["id"] for e in found["entry"] if e["resource"]["resourceType"] == "Observation"
+    ] == [accession]
