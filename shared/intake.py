@@ -15,7 +15,7 @@ import redis
 from celery import Celery
 
 from shared import store, work
-from shared.queue import RECOMPUTE_PATIENT, REFRESH_COHORT, TaskMessages, send
+from shared.queue import RECOMPUTE_PATIENT, RECOMPUTE_PATIENTS, REFRESH_COHORT, TaskMessages, send
 from shared.schemas import AssayResultSchema, ValidationError, duplicate_ids, fast_load_results
 
 log = logging.getLogger(__name__)
@@ -104,17 +104,14 @@ def submit_results(
     result. It is logged, no task is offered to follow, and the sweeper recomputes the patients.
 
     With ``follow_in_script`` (the broker is this Redis: queue.same_redis) the store's script itself records
-    the tasks and LPUSHes the task messages of patients with none pending: the whole write is one round
-    trip, and a recompute is enqueued atomically with the write that calls for it."""
+    the tasks and LPUSHes the task messages of patients with none pending (RECOMPUTE_PATIENTS, one message
+    per up to 100 of them): the whole write is one round trip, and a recompute is enqueued atomically with
+    the write that calls for it."""
     if follow_in_script:
         tracking = {pid: uuid.uuid4().hex for pid in dict.fromkeys(d["patient_id"] for d in docs)}
-        built = task_messages(celery).build(RECOMPUTE_PATIENT, tracking.items())
-        queue = built[0][0]
-        follow = store.FollowUp(
-            task_ttl_s,
-            queue,
-            {pid: (tid, m) for (pid, tid), (_, m) in zip(tracking.items(), built, strict=True)},
-        )
+        messages = task_messages(celery)
+        queue, shape = messages.shape(RECOMPUTE_PATIENTS)
+        follow = store.FollowUp(task_ttl_s, queue, tracking, shape, messages.ids_for(len(tracking)))
         outcome = store.store_results(r, docs, audit, follow)
         tracked = {tracking[pid]: (pid, v) for pid, v in outcome.versions.items()}
         return Submission(outcome, _follow(tracked))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterable
@@ -23,6 +24,8 @@ from shared.config import Settings
 from shared.store import REQUEST_CONNECT_TIMEOUT_S, REQUEST_SOCKET_TIMEOUT_S
 
 RECOMPUTE_PATIENT = "cml.recompute_patient"
+# Several patients in one message (the results write's follow-up): Celery's per-message cost, paid once.
+RECOMPUTE_PATIENTS = "cml.recompute_patients"
 REFRESH_COHORT = "cml.refresh_cohort"
 
 # Separate queues: a burst of patient recomputes never delays a cohort refresh, nor the reverse.
@@ -71,6 +74,7 @@ def make_celery(settings: Settings, main: str = "cml", request_path: bool = Fals
         task_default_queue=PATIENT_QUEUE,
         task_routes={
             RECOMPUTE_PATIENT: {"queue": PATIENT_QUEUE},
+            RECOMPUTE_PATIENTS: {"queue": PATIENT_QUEUE},
             REFRESH_COHORT: {"queue": COHORT_QUEUE},
         },
         broker_transport_options=transport,
@@ -84,10 +88,14 @@ def make_celery(settings: Settings, main: str = "cml", request_path: bool = Fals
 
 
 def send(
-    app: Celery, task: str, item_id: str, task_id: str | None = None, countdown: float | None = None
+    app: Celery,
+    task: str,
+    item_id: str | list[str],
+    task_id: str | None = None,
+    countdown: float | None = None,
 ) -> None:
-    """Enqueue a task for one patient or cohort, stamped with its enqueue time (ops read the age of
-    the oldest waiting message from it)."""
+    """Enqueue a task for one patient or cohort (or a list of patients: RECOMPUTE_PATIENTS), stamped
+    with its enqueue time (ops read the age of the oldest waiting message from it)."""
     headers = {"enqueued_ms": int(time.time() * 1000)}
     # The policy is passed, not only configured: Celery 5.6 publishes the task-sent event with the
     # policy given here, and with none it retries that publish forever while Redis is down (a request
@@ -151,6 +159,31 @@ class TaskMessages:
                 text = text.replace(b"\\u0000" + name + b'"', b"%(" + name + b')b"')
             found = self._templates[task] = (queue, text)
         return found
+
+    # A RECOMPUTE_PATIENTS message's list of ids, as the body's JSON holds it: head, separator, tail.
+    _LIST_BODY = json.dumps([[["\0", "\0"]], {}, _EMBED]).split("\\u0000")
+    # Celery's argsrepr is saferepr(args, 1024): the plain repr while that is at most 1024 characters.
+    ARGSREPR_MAX = 1024
+    PATIENTS_PER_MESSAGE = 100
+    # Ids are at most 64 characters (shared.schemas.ID_PATTERN): a message holds at least this many.
+    MIN_PER_MESSAGE = (ARGSREPR_MAX - 4 + 2) // (64 + 4)
+
+    def shape(self, task: str) -> tuple[str, list]:
+        """(list key, arguments for shared.store.TASK_MESSAGES_LUA) to build, in a script, messages of
+        ``task`` each carrying a list of ids: the limits, the body's JSON around the ids, and the
+        template in pieces, its placeholders (``\\0id``, ``\\0body``, ``\\0argsrepr``, ``\\0tag``) apart."""
+        queue, template = self._template(task)
+        fill = {name: b"\0" + name for name in (b"id", b"body", b"argsrepr", b"tag")}
+        fill[b"stamp"] = str(int(time.time() * 1000)).encode()
+        pieces = re.split(rb"(\0(?:id|body|argsrepr|tag))", template % fill)
+        head, sep, tail = self._LIST_BODY
+        limits = [self.PATIENTS_PER_MESSAGE, self.ARGSREPR_MAX, head, sep, tail]
+        return queue, [*limits, len(pieces), *pieces]
+
+    @classmethod
+    def ids_for(cls, patients: int) -> list[str]:
+        """Enough (task id, delivery tag) pairs, flat, for the messages of up to ``patients`` ids."""
+        return [str(uuid.uuid4()) for _ in range(2 * -(-patients // cls.MIN_PER_MESSAGE))]
 
     def build(self, task: str, items: Iterable[tuple[str, str | None]]) -> list[tuple[str, bytes]]:
         """(list key, message) per (item id, task id or None) to enqueue."""

@@ -162,19 +162,92 @@ end
 assert f"'{PENDING_FALSE.decode()}', '{PENDING_TRUE.decode()}'" in PENDING_LUA
 
 
+# --- task messages built in a script ---------------------------------------------------------------
+
+# Celery task messages each carrying a list of ids (shared.queue.TaskMessages.shape gives the limits and
+# the template), built by the script that decides which ids need one. Ids are of the id alphabet, so
+# they need no escaping in JSON nor in Python's repr.
+TASK_MESSAGES_LUA = """
+local B64 = {}
+do
+  local alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
+  for i = 1, 64 do B64[i - 1] = string.sub(alphabet, i, i) end
+end
+local function base64(s)
+  local out, n, i = {}, #s, 1
+  local floor = math.floor
+  while i + 2 <= n do
+    local x, y, z = string.byte(s, i, i + 2)
+    local v = x * 65536 + y * 256 + z
+    out[#out + 1] = B64[floor(v / 262144)] .. B64[floor(v / 4096) % 64]
+      .. B64[floor(v / 64) % 64] .. B64[v % 64]
+    i = i + 3
+  end
+  if n - i == 0 then
+    local v = string.byte(s, i) * 65536
+    out[#out + 1] = B64[floor(v / 262144)] .. B64[floor(v / 4096) % 64] .. '=='
+  elseif n - i == 1 then
+    local x, y = string.byte(s, i, i + 1)
+    local v = x * 65536 + y * 256
+    out[#out + 1] = B64[floor(v / 262144)] .. B64[floor(v / 4096) % 64] .. B64[floor(v / 64) % 64] .. '='
+  end
+  return table.concat(out)
+end
+
+-- The messages for ids (in order), at most shape[1] ids each and each one's argsrepr (Python's repr of
+-- the args) at most shape[2] characters; shape[3..5] the body's JSON around the ids, shape[6] the number
+-- of template pieces that follow; ids_at: the ARGV index of the first of the (task id, tag) pairs.
+local function task_messages(ids, shape, ids_at)
+  local per, maxrepr = tonumber(shape[1]), tonumber(shape[2])
+  local head, sep, tail = shape[3], shape[4], shape[5]
+  local npieces = tonumber(shape[6])
+  local out, chunk, size = {}, {}, 4
+  local function flush()
+    local j = ids_at + #out * 2
+    local fill = {
+      id = ARGV[j], tag = ARGV[j + 1],
+      body = base64(head .. table.concat(chunk, sep) .. tail),
+      argsrepr = "[['" .. table.concat(chunk, "', '") .. "']]",
+    }
+    local parts = {}
+    for p = 1, npieces do
+      local piece = shape[6 + p]
+      if string.byte(piece, 1) == 0 then parts[p] = fill[string.sub(piece, 2)] else parts[p] = piece end
+    end
+    out[#out + 1] = table.concat(parts)
+  end
+  for _, id in ipairs(ids) do
+    local add = #id + 2
+    if #chunk > 0 then add = add + 2 end
+    if #chunk > 0 and (#chunk >= per or size + add > maxrepr) then
+      flush()
+      chunk, size, add = {}, 4, #id + 2
+    end
+    chunk[#chunk + 1] = id
+    size = size + add
+  end
+  if #chunk > 0 then flush() end
+  return out
+end
+"""
+
+
 # --- writing results ------------------------------------------------------------------------------
 
 _STORE_RESULTS = (
     PENDING_LUA
+    + TASK_MESSAGES_LUA
     + """
 -- KEYS[1] result index, KEYS[2] dirty zset, KEYS[3] enqueued zset, KEYS[4] audit stream,
 -- then per item: registration, results hash, version, status, timeline (5 keys).
 -- ARGV[1] now ms, ARGV[2] audit entry, [3] cohort key head, [4] tail, [5] number of items n,
 -- [6] task key head ('' when the caller enqueues the recomputes itself), [7] task ttl s, [8] queue,
+-- [9] number of patients to follow m, [10] number of message shape arguments s,
 -- then per item: result_id, patient_id, status, sha, json,
--- then per patient to follow (when [6] is set): patient_id, task id, task message.
+-- then per patient to follow (when [6] is set): patient_id, tracking id,
+-- then the message shape (s arguments: task_messages' shape), then (task id, delivery tag) pairs.
 -- (Item i's keys are at k = 4 + (i - 1) * 5, its arguments at a = FIXED + (i - 1) * 5.)
-local FIXED = 8
+local FIXED = 10
 local n = tonumber(ARGV[5])
 local outcome = {}
 -- Pass 1 checks everything, so that a refused batch writes nothing.
@@ -215,9 +288,11 @@ local versions = {}
 local marked = {}
 -- Following the recomputes here (shared.intake.dispatch, one_pipeline): each touched patient's task
 -- record, and its task message when none is pending, land with the data.
-local task_head, follow = ARGV[6], {}
+local task_head, follow, fresh_ids = ARGV[6], {}, {}
+local follow_at = FIXED + n * 5 + 1
+local shape_at = follow_at + tonumber(ARGV[9]) * 2
 if task_head ~= '' then
-  for f = FIXED + n * 5 + 1, #ARGV, 3 do follow[ARGV[f]] = f end
+  for f = follow_at, shape_at - 1, 2 do follow[ARGV[f]] = f end
 end
 for _, pid in ipairs(order) do
   local k = touched[pid]
@@ -230,9 +305,17 @@ for _, pid in ipairs(order) do
     -- shared.work.track_tasks' record, byte for byte (ids hold no quote or backslash).
     redis.call('SET', task_head .. ARGV[f + 1],
       '{"patient_id":"' .. pid .. '","version":' .. v .. ',"created_ms":' .. ARGV[1] .. '}', 'EX', ARGV[7])
-    if fresh == 1 then redis.call('LPUSH', ARGV[8], ARGV[f + 2]) end
+    if fresh == 1 then table.insert(fresh_ids, pid) end
   end
   table.insert(versions, {pid, v, fresh})
+end
+-- One task message per chunk of the patients that had none pending (RECOMPUTE_PATIENTS).
+if #fresh_ids > 0 then
+  local shape = {}
+  for i = shape_at, shape_at + tonumber(ARGV[10]) - 1 do shape[#shape + 1] = ARGV[i] end
+  for _, message in ipairs(task_messages(fresh_ids, shape, shape_at + tonumber(ARGV[10]))) do
+    redis.call('LPUSH', ARGV[8], message)
+  end
 end
 table.insert(reply, versions)
 -- The audit entry lands with the data: an acknowledged write always has its entry.
@@ -274,12 +357,15 @@ def _parse_versions(rows: Sequence) -> tuple[dict[str, int], list[str]]:
 @dataclass
 class FollowUp:
     """What store_results does for the recomputes in the same script, when the broker is this Redis:
-    per patient its tracking id and its task message (shared.queue.TaskMessages), stored and LPUSHed
-    to ``queue`` only for a patient that had no task pending."""
+    per patient its tracking id, stored; and the patients that had no task pending, in as few task
+    messages as their number allows (RECOMPUTE_PATIENTS, built by TASK_MESSAGES_LUA from ``shape`` and
+    ``ids``: shared.queue.TaskMessages.shape and ids_for), LPUSHed to ``queue``."""
 
     ttl_s: int
     queue: str
-    tasks: dict[str, tuple[str, bytes]]  # patient id -> (tracking id, task message)
+    tasks: dict[str, str]  # patient id -> tracking id
+    shape: list
+    ids: list[str]
 
 
 def store_results(
@@ -290,7 +376,10 @@ def store_results(
     written by the same script (one round trip for the whole write)."""
     script_keys = [keys.RESULT_INDEX, keys.DIRTY_PATIENTS, keys.ENQUEUED_PATIENTS, keys.AUDIT]
     args: list = [now_ms(), canonical(audit), *keys.cohort_key_parts(), len(results)]
-    args += [keys.task(""), follow.ttl_s, follow.queue] if follow else ["", 0, ""]
+    if follow:
+        args += [keys.task(""), follow.ttl_s, follow.queue, len(follow.tasks), len(follow.shape)]
+    else:
+        args += ["", 0, "", 0, 0]
     sha256 = hashlib.sha256
     for doc in results:
         pid = doc["patient_id"]
@@ -300,8 +389,10 @@ def store_results(
         body = canonical(doc)  # content_hash is the SHA-256 of these bytes
         args += [doc["result_id"], pid, doc["status"], sha256(body).hexdigest(), encode_result(doc)]
     if follow:
-        for pid, (task_id, message) in follow.tasks.items():
-            args += [pid, task_id, message]
+        for pid, task_id in follow.tasks.items():
+            args += [pid, task_id]
+        args += follow.shape
+        args += follow.ids
     reply = _STORE_RESULTS_SCRIPT(r, len(script_keys), *script_keys, *args)
     tag = _decode(reply[0])
     if tag != "ok":

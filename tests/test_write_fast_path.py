@@ -157,3 +157,66 @@ def test_batched_task_messages_are_celerys_own(redis_url):
     assert list(itertools.chain(ours["headers"], ours["properties"])) == list(
         itertools.chain(celerys["headers"], celerys["properties"])
     )
+
+
+def _lua_messages(r, shape: list, ids: list[str], pairs: list[str]) -> list[bytes]:
+    """What the results write's script LPUSHes for ``ids`` (shared.store.TASK_MESSAGES_LUA)."""
+    from shared.store import TASK_MESSAGES_LUA
+
+    script = (
+        TASK_MESSAGES_LUA
+        + """
+local s, k = tonumber(ARGV[1]), tonumber(ARGV[2])
+local shape, ids = {}, {}
+for i = 3, s + 2 do shape[#shape + 1] = ARGV[i] end
+for i = s + 3, s + 2 + k do ids[#ids + 1] = ARGV[i] end
+return task_messages(ids, shape, s + 3 + k)
+"""
+    )
+    return r.eval(script, 0, len(shape), len(ids), *shape, *ids, *pairs)
+
+
+def test_batched_patients_messages_are_celerys_own(redis_url):
+    import redis
+    from celery.utils.saferepr import saferepr
+
+    from shared.config import load_settings
+    from shared.queue import RECOMPUTE_PATIENTS, TaskMessages, make_celery, send
+
+    broker = redis_url.rsplit("/", 1)[0] + "/7"
+    app = make_celery(dataclasses.replace(load_settings(), broker_url=broker), "cml-api", request_path=True)
+    r = redis.Redis.from_url(broker)
+    rng = random.Random(5)
+    alphabet = "abcXYZ0189._:-"
+    ids = ["P-1"] + [
+        rng.choice("aZ0") + "".join(rng.choice(alphabet) for _ in range(rng.choice([0, 3, 8, 20, 63])))
+        for _ in range(400)
+    ]
+    messages = TaskMessages(app)
+    queue, shape = messages.shape(RECOMPUTE_PATIENTS)
+    assert queue == "patients"
+    for some in (ids[:1], ids[:7], ids):
+        pairs = messages.ids_for(len(some))
+        ours = [json.loads(m) for m in _lua_messages(r, shape, some, pairs)]
+        carried = []
+        for i, message in enumerate(ours):
+            chunk = json.loads(base64.b64decode(message["body"]))[0][0]
+            assert 0 < len(chunk) <= TaskMessages.PATIENTS_PER_MESSAGE
+            assert message["headers"]["id"] == pairs[2 * i]
+            assert message["properties"]["delivery_tag"] == pairs[2 * i + 1]
+            assert message["headers"]["argsrepr"] == saferepr([chunk], 1024) == repr([chunk])
+            carried += chunk
+            r.delete(queue)
+            send(app, RECOMPUTE_PATIENTS, chunk, task_id=message["headers"]["id"])
+            celerys = json.loads(r.lpop(queue))
+            for m in (celerys, message):
+                m["properties"].pop("delivery_tag")
+                m["headers"].pop("enqueued_ms")
+            assert message == celerys
+            assert base64.b64decode(message["body"]) == base64.b64decode(celerys["body"])
+            assert list(itertools.chain(message["headers"], message["properties"])) == list(
+                itertools.chain(celerys["headers"], celerys["properties"])
+            )
+        assert carried == some
+    # A full message is as large as the limits allow: the next id would overflow one of them.
+    assert len(ours) < len(ids) / 10

@@ -19,7 +19,7 @@ from shared.faults import TRANSIENT, is_transient
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TRANSIENT", "instrumented"]
+__all__ = ["TRANSIENT", "instrumented", "run_instrumented"]
 
 
 def _count(task_name: str, outcome: str, seconds: float) -> None:
@@ -38,32 +38,37 @@ def _dead_letter(kind: str, item_id: str, task_name: str, exc: Exception) -> Non
         log.warning("%s: dead letter not stored: %s", task_name, type(failure).__name__)
 
 
+def run_instrumented(kind: str, task_name: str, item_id: str, body: Callable[[], str]) -> str:
+    """``body()`` for one item, counted and, on a failure that will repeat, dead-lettered; its outcome
+    (``"transient"`` when Redis or the broker went away: the item stays dirty for the sweeper)."""
+    start = time.perf_counter()
+    outcome = "interrupted"  # until the body returns or raises an Exception (not a shutdown)
+    try:
+        outcome = body()
+    except Retry:
+        outcome = "retry"
+        raise
+    except Exception as exc:
+        if not is_transient(exc):
+            outcome = "failed"
+            log.error("%s failed: %s", task_name, type(exc).__name__)
+            _dead_letter(kind, item_id, task_name, exc)
+            return outcome
+        # Redis or the broker went away mid-task: not the data's fault. The item stays dirty
+        # and the sweeper retries it once Redis is back; a dead letter would park it for good.
+        outcome = "transient"
+        log.warning("%s interrupted: %s", task_name, type(exc).__name__)
+        return outcome
+    finally:
+        _count(task_name, outcome, time.perf_counter() - start)
+    return outcome
+
+
 def instrumented(kind: str, task_name: str) -> Callable:
     def wrap(body: Callable[..., str]) -> Callable[..., str]:
         @functools.wraps(body)
         def run(*args: object) -> str:
-            item_id = str(args[-1])
-            start = time.perf_counter()
-            outcome = "interrupted"  # until the body returns or raises an Exception (not a shutdown)
-            try:
-                outcome = body(*args)
-            except Retry:
-                outcome = "retry"
-                raise
-            except Exception as exc:
-                if not is_transient(exc):
-                    outcome = "failed"
-                    log.error("%s failed: %s", task_name, type(exc).__name__)
-                    _dead_letter(kind, item_id, task_name, exc)
-                    return outcome
-                # Redis or the broker went away mid-task: not the data's fault. The item stays dirty
-                # and the sweeper retries it once Redis is back; a dead letter would park it for good.
-                outcome = "transient"
-                log.warning("%s interrupted: %s", task_name, type(exc).__name__)
-                return outcome
-            finally:
-                _count(task_name, outcome, time.perf_counter() - start)
-            return outcome
+            return run_instrumented(kind, task_name, str(args[-1]), lambda: body(*args))
 
         return run
 
