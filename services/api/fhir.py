@@ -26,6 +26,7 @@ from shared.interop.fhir_out import (
     outcome_from_problem,
     searchset,
 )
+from shared.queue import same_redis
 
 bp = Blueprint("fhir", __name__)
 
@@ -60,6 +61,7 @@ def _door() -> fhir_write.Door:
         c.settings.task_ttl_s,
         caller(),
         f"{request.method} {rule}",
+        follow_in_script=same_redis(c.settings),
     )
 
 

@@ -64,6 +64,8 @@ class Door:
     task_ttl_s: int
     who: str
     what: str
+    # The broker is this Redis: the write's own script enqueues (shared.intake.submit_results).
+    follow_in_script: bool = False
 
 
 @dataclass(frozen=True)
@@ -179,7 +181,9 @@ def _validate(mapped: list[Mapped]) -> list[dict]:
 def _submit(door: Door, mapped: list[Mapped], docs: list[dict]) -> intake.Submission:
     audit = intake.audit_record(door.who, door.what, result_ids=[d["result_id"] for d in docs])
     try:
-        return intake.submit_results(door.r, door.celery, docs, audit, door.task_ttl_s)
+        return intake.submit_results(
+            door.r, door.celery, docs, audit, door.task_ttl_s, follow_in_script=door.follow_in_script
+        )
     except store.StoreError as err:
         status, code, name, text = _STORE_ISSUES[err.code]
         where = mapped[err.index].paths[name]
