@@ -132,6 +132,19 @@ def test_duplicate_keys_found_as_pythons_parser_finds_them(app, raw):
     assert got == expected
 
 
+def assert_same_message(ours: dict, celerys: dict) -> None:
+    """Our message equals Celery's, key order included, but for what differs per send (the delivery tag
+    and the enqueue stamp)."""
+    for message in (celerys, ours):
+        message["properties"].pop("delivery_tag")
+        message["headers"].pop("enqueued_ms")
+    assert ours == celerys
+    assert base64.b64decode(ours["body"]) == base64.b64decode(celerys["body"])
+    assert list(itertools.chain(ours["headers"], ours["properties"])) == list(
+        itertools.chain(celerys["headers"], celerys["properties"])
+    )
+
+
 def test_batched_task_messages_are_celerys_own(redis_url):
     import redis
 
@@ -147,16 +160,8 @@ def test_batched_task_messages_are_celerys_own(redis_url):
     send(app, RECOMPUTE_PATIENT, "P-msg", task_id="t-1")
     celerys = json.loads(r.lpop(queue))
     name, ours = TaskMessages(app).build(RECOMPUTE_PATIENT, [("P-msg", "t-1")])[0]
-    ours = json.loads(ours)
     assert name == queue
-    for message in (celerys, ours):
-        message["properties"].pop("delivery_tag")
-        message["headers"].pop("enqueued_ms")
-    assert ours == celerys
-    assert base64.b64decode(ours["body"]) == base64.b64decode(celerys["body"])
-    assert list(itertools.chain(ours["headers"], ours["properties"])) == list(
-        itertools.chain(celerys["headers"], celerys["properties"])
-    )
+    assert_same_message(json.loads(ours), celerys)
 
 
 def _lua_messages(r, shape: list, ids: list[str], pairs: list[str]) -> list[bytes]:
@@ -208,15 +213,7 @@ def test_batched_patients_messages_are_celerys_own(redis_url):
             carried += chunk
             r.delete(queue)
             send(app, RECOMPUTE_PATIENTS, chunk, task_id=message["headers"]["id"])
-            celerys = json.loads(r.lpop(queue))
-            for m in (celerys, message):
-                m["properties"].pop("delivery_tag")
-                m["headers"].pop("enqueued_ms")
-            assert message == celerys
-            assert base64.b64decode(message["body"]) == base64.b64decode(celerys["body"])
-            assert list(itertools.chain(message["headers"], message["properties"])) == list(
-                itertools.chain(celerys["headers"], celerys["properties"])
-            )
+            assert_same_message(message, json.loads(r.lpop(queue)))
         assert carried == some
     # A full message is as large as the limits allow: the next id would overflow one of them.
     assert len(ours) < len(ids) / 10
