@@ -72,7 +72,12 @@ def time_r(t: np.ndarray, status: np.ndarray, repeat: int) -> tuple[float, list[
     with tempfile.TemporaryDirectory() as tmp:
         csv, script = Path(tmp) / "cohort.csv", Path(tmp) / "timer.R"
         np.savetxt(
-            csv, np.column_stack([t, status]), fmt="%d", delimiter=",", header="time_days,status", comments=""
+            csv,
+            np.column_stack([t, status]),
+            fmt="%.17g",
+            delimiter=",",
+            header="time_days,status",
+            comments="",
         )
         script.write_text(R_TIMER)
         horizons = ",".join(repr(float(h)) for h in HORIZONS)
