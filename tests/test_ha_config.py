@@ -17,6 +17,7 @@ from shared.config import load_settings
 from shared.queue import make_celery, same_redis
 from tests.procs import RedisServer, SentinelSet
 from tests.support import register, result
+from tests.test_openapi import COHORT, EVENTS, PATIENT, RESULTS, Exchanges, openapi, spec  # noqa: F401 - fixtures
 
 
 def test_sentinel_list_and_master_are_parsed(monkeypatch):
@@ -201,3 +202,23 @@ def test_fhir_answers_an_operation_outcome_503(lone_primary):
     assert resp.status_code == 503 and resp.headers["Retry-After"], body
     assert body["resourceType"] == "OperationOutcome"
     assert "not yet replicated" in orjson.dumps(body).decode()
+
+
+def test_not_replicated_answers_conform_to_the_spec(lone_primary, request):
+    """Every JSON write documents this 503 (StoreUnavailable): its problem document validates (with
+    tests/test_openapi.py's validator and fixtures)."""
+    validator, document = request.getfixturevalue("openapi"), request.getfixturevalue("spec")
+    plain = create_app(dataclasses.replace(load_settings(), write_replicas=0))
+    register(plain.test_client(), "HA-5")
+    call = Exchanges(create_app(load_settings()).test_client(), validator, document)
+    answers = [
+        call("POST", RESULTS, RESULTS, 503, json=result("HA-5", "HA-O1")),
+        call(
+            "POST", RESULTS, RESULTS, 503, json=result("HA-5", "HA-O2"), headers={"Idempotency-Key": "k-ha"}
+        ),
+        call("PUT", "/v1/patients/HA-5", PATIENT, 503, json={"cohorts": ["HA"], "enrolled_on": "2024-01-01"}),
+        call("POST", "/v1/patients/HA-5/events", EVENTS, 503, json={"type": "death", "date": "2024-06-01"}),
+        call("PUT", "/v1/cohorts/HA", COHORT, 503, json={"endpoint": "MR4"}),
+    ]
+    for resp in answers:
+        assert resp.get_json()["type"] == "/problems/not-replicated" and int(resp.headers["Retry-After"]) > 0
