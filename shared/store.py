@@ -836,12 +836,17 @@ def commit_status(
 def read_preferring(replica: redis.Redis | None, primary: redis.Redis, read: Callable[[redis.Redis], T]) -> T:
     """A hot read (status, timeline) from REDIS_READ_URL's replica when there is one, from the primary
     when there is none or it cannot be reached (issue 12). What a replica answers is stale by at most
-    its replication lag (README, "Configuration"): a 202 may be seconds old there under load."""
+    its replication lag (README, "Configuration"). A replica down, stalled, loading, or cut off from its
+    primary with ``replica-serve-stale-data no`` (MASTERDOWN) hands the read to the primary."""
     if replica is not None:
         try:
             return read(replica)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-            pass  # the replica is down or stalled: the primary answers, as without one
+        except (
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+            redis.exceptions.MasterDownError,
+        ):
+            pass  # the primary answers, as without a replica
     return read(primary)
 
 

@@ -10,6 +10,7 @@ import time
 
 import orjson
 import pytest
+import redis
 
 from services.api import create_app
 from shared import keys, store
@@ -100,8 +101,6 @@ def test_every_client_follows_the_sentinels(tmp_path, monkeypatch):
 
 
 def ha_primary_value(ha: SentinelSet) -> bytes | None:
-    import redis
-
     return redis.Redis(port=ha.master_port()).get("cml:test:ha")
 
 
@@ -222,3 +221,35 @@ def test_not_replicated_answers_conform_to_the_spec(lone_primary, request):
     ]
     for resp in answers:
         assert resp.get_json()["type"] == "/problems/not-replicated" and int(resp.headers["Retry-After"]) > 0
+
+
+def test_hot_reads_use_the_read_replica_and_fall_back_to_the_primary(tmp_path, monkeypatch):
+    primary = RedisServer(tmp_path / "primary")
+    primary.extra = ["--repl-diskless-sync-delay", "0"]
+    primary.start()
+    replica = RedisServer(tmp_path / "replica", replicaof=primary.port)
+    replica.extra = ["--replica-serve-stale-data", "no"]
+    try:
+        replica.start()
+        monkeypatch.setenv("REDIS_URL", primary.url)
+        monkeypatch.setenv("REDIS_READ_URL", replica.url)
+        monkeypatch.setenv("WRITE_REPLICAS", "1")  # the one replica: a 202 is readable there at once
+        client = create_app(load_settings()).test_client()
+        register(client, "HA-6")
+        stats = redis.Redis(port=replica.port)
+
+        def gets() -> int:
+            return int(stats.info("commandstats").get("cmdstat_get", {}).get("calls", 0))
+
+        before = gets()
+        resp = client.get("/v1/patients/HA-6/status")
+        assert resp.status_code == 200 and resp.get_json()["patient_id"] == "HA-6"
+        assert gets() == before + 1, "the status was read from the replica"
+        assert client.get("/v1/patients/HA-6/results").status_code == 200
+        replica.kill9()  # the replica gone: the primary answers, no 503
+        resp = client.get("/v1/patients/HA-6/status")
+        assert resp.status_code == 200 and resp.get_json()["patient_id"] == "HA-6"
+        assert client.get("/v1/patients/HA-6/results").status_code == 200
+    finally:
+        replica.stop()
+        primary.stop()
