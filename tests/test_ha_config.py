@@ -16,7 +16,7 @@ from services.api import create_app
 from shared import keys, store
 from shared.config import load_settings
 from shared.queue import make_celery, same_redis
-from tests.procs import RedisServer, SentinelSet
+from tests.procs import RedisServer, SentinelSet, stop_process
 from tests.support import register, result
 from tests.test_openapi import COHORT, EVENTS, PATIENT, RESULTS, Exchanges, openapi, spec  # noqa: F401 - fixtures
 
@@ -253,3 +253,21 @@ def test_hot_reads_use_the_read_replica_and_fall_back_to_the_primary(tmp_path, m
     finally:
         replica.stop()
         primary.stop()
+
+
+def test_mllp_answers_ar_saying_stored_not_replicated(lone_primary, tmp_path):
+    """The MLLP listener, as a process: the same ACK as HTTP (AR, the ERR saying stored, not replicated)."""
+    from tests.interop.hl7_messages import copies, oru
+    from tests.test_mllp import exchange, msa
+    from tests.test_mllp import start as start_mllp
+
+    plain = create_app(dataclasses.replace(load_settings(), write_replicas=0))
+    register(plain.test_client(), "HA-7")
+    server = start_mllp(lone_primary.url, tmp_path, WRITE_REPLICAS="1", WRITE_REPLICA_TIMEOUT_MS="200")
+    try:
+        with server.connect() as sock:
+            ack = exchange(sock, oru("HA-7", "HA-M1", copies(), control="HA-M1").encode())
+        assert msa(ack) == "MSA|AR|HA-M1" and "stored on the primary but not yet replicated" in ack, ack
+        assert store.connect(lone_primary.url).hexists(keys.RESULT_INDEX, "HA-M1")
+    finally:
+        stop_process(server.proc)
