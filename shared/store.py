@@ -155,7 +155,8 @@ def replicate_or_raise(pinned: redis.Redis, replication: Replication) -> int:
     raises NotReplicated when too few did. The read may last the whole timeout, so it is bounded by
     the timeout plus the request read bound, not by the socket timeout alone."""
     conn = pinned.connection
-    assert conn is not None, "replicate_or_raise needs a single-connection client (store.replicated)"
+    if conn is None:  # a pooled client: its next command could take any connection
+        raise TypeError("replicate_or_raise needs a single-connection client (store.replicated)")
     try:
         conn.send_command("WAIT", replication.replicas, replication.timeout_ms)
         confirmed = int(conn.read_response(timeout=replication.timeout_ms / 1000 + REQUEST_SOCKET_TIMEOUT_S))
