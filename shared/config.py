@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from urllib.parse import quote
 
 
 def _int(name: str, default: int) -> int:
@@ -17,6 +18,38 @@ def _int(name: str, default: int) -> int:
 
 def _float(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
+
+
+def _sentinels(text: str) -> tuple[tuple[str, int], ...]:
+    """``host:port,host:port`` (issue 12): the sentinels to ask for the current primary. A bad entry is
+    refused at start-up, naming it, rather than found at the first failover."""
+    found = []
+    for entry in (e.strip() for e in text.split(",")):
+        if not entry:
+            continue
+        host, sep, port = entry.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"REDIS_SENTINELS: {entry!r} is not host:port (e.g. sentinel-1:26379)")
+        found.append((host.strip("[]"), int(port)))
+    return tuple(found)
+
+
+def sentinel_broker_url(sentinels: tuple[tuple[str, int], ...], password: str | None) -> str:
+    """kombu's Sentinel transport URL: one ``sentinel://`` URL per sentinel, joined by ``;`` (the
+    password in each is the primary's; the sentinels' own goes in ``sentinel_kwargs``)."""
+    auth = f":{quote(password, safe='')}@" if password else ""
+    return ";".join(f"sentinel://{auth}{host}:{port}" for host, port in sentinels)
+
+
+def _non_negative(name: str, default: int) -> int:
+    text = os.environ.get(name, str(default))
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"{name} must be a whole number >= 0, got {text!r}")
+    return value
 
 
 def _retention_days(text: str) -> float:
@@ -72,14 +105,60 @@ class Settings:
     # A message must arrive whole within this many seconds of the last one (an idle or stalled connection
     # is closed: engines reconnect), so a silent peer cannot hold a connection forever.
     mllp_read_timeout_s: float = 300.0
+    # High availability (issue 12; README "High availability"). With sentinels set they, not REDIS_URL,
+    # name the data store, the broker and the rate limiter's Redis: the primary the sentinels elect.
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = "mymaster"
+    redis_password: str | None = None
+    redis_sentinel_password: str | None = None
+    # A replica the hot reads (status, timeline) may use; stale by at most the replication lag.
+    redis_read_url: str | None = None
+    # An acknowledged write has reached this many replicas (WAIT) within the timeout, or the API says
+    # 503 "stored on the primary, not yet replicated" (shared.store.replicate_or_raise).
+    write_replicas: int = 0
+    write_replica_timeout_ms: int = 1000
+
+    @property
+    def sentinel(self) -> bool:
+        return bool(self.redis_sentinels)
+
+    @property
+    def store_broker_url(self) -> str:
+        """The broker URL that is the data store itself: REDIS_URL, or kombu's ``sentinel://`` list of
+        the same sentinels (kombu takes one URL per sentinel, separated by ``;``)."""
+        if not self.sentinel:
+            return self.redis_url
+        return sentinel_broker_url(self.redis_sentinels, self.redis_password)
 
 
 def load_settings() -> Settings:
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    sentinels = _sentinels(os.environ.get("REDIS_SENTINELS", ""))
+    master = os.environ.get("REDIS_SENTINEL_MASTER", "mymaster")
+    if sentinels and not master.strip():
+        raise ValueError("REDIS_SENTINEL_MASTER must name the master the sentinels monitor")
+    replicas = _non_negative("WRITE_REPLICAS", 0)
+    replica_timeout_ms = _non_negative("WRITE_REPLICA_TIMEOUT_MS", 1000)
+    if replicas and not replica_timeout_ms:
+        # WAIT n 0 blocks until n replicas answer, for ever: a request would hang with its replica.
+        raise ValueError("WRITE_REPLICA_TIMEOUT_MS must be > 0 when WRITE_REPLICAS is set")
+    password = os.environ.get("REDIS_PASSWORD") or None
+    store_broker = sentinel_broker_url(sentinels, password) if sentinels else redis_url
+    # Under Sentinel the result backend is off: results are ignored (task_ignore_result) and nobody
+    # reads them (work is tracked in Redis: GET /v1/tasks/{id}), so a second failover-aware client
+    # would buy nothing.
+    backend_default = "" if sentinels else redis_url
     return Settings(
         redis_url=redis_url,
-        broker_url=os.environ.get("CELERY_BROKER_URL", redis_url),
-        result_backend=os.environ.get("CELERY_RESULT_BACKEND", redis_url),
+        broker_url=os.environ.get("CELERY_BROKER_URL", store_broker),
+        result_backend=os.environ.get("CELERY_RESULT_BACKEND", backend_default),
+        redis_sentinels=sentinels,
+        redis_sentinel_master=master.strip(),
+        redis_password=password,
+        redis_sentinel_password=os.environ.get("REDIS_SENTINEL_PASSWORD") or None,
+        redis_read_url=os.environ.get("REDIS_READ_URL") or None,
+        write_replicas=replicas,
+        write_replica_timeout_ms=replica_timeout_ms,
         max_batch=_int("MAX_BATCH", 1000),
         max_body_bytes=_int("MAX_BODY_BYTES", 2 * 1024 * 1024),
         sweep_interval_s=_float("SWEEP_INTERVAL_S", 2.0),

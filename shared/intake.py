@@ -95,6 +95,7 @@ def submit_results(
     audit: dict,
     task_ttl_s: int,
     follow_in_script: bool = False,
+    replication: store.Replication = store.NO_REPLICATION,
 ) -> Submission:
     """Store validated result documents atomically (store.StoreError, writing nothing, on a conflict or
     an unknown patient), then queue their recomputation.
@@ -106,16 +107,21 @@ def submit_results(
     With ``follow_in_script`` (the broker is this Redis: queue.same_redis) the store's script itself records
     the tasks and LPUSHes the task messages of patients with none pending (RECOMPUTE_PATIENTS, one message
     per up to 100 of them): the whole write is one round trip, and a recompute is enqueued atomically with
-    the write that calls for it."""
+    the write that calls for it.
+
+    With ``replication`` (WRITE_REPLICAS, issue 12) the write is also confirmed by that many replicas
+    before this returns, or store.NotReplicated is raised: stored on the primary, not acknowledged."""
     if follow_in_script:
         tracking = {pid: uuid.uuid4().hex for pid in dict.fromkeys(d["patient_id"] for d in docs)}
         messages = task_messages(celery)
         queue, shape = messages.shape(RECOMPUTE_PATIENTS)
         follow = store.FollowUp(task_ttl_s, queue, tracking, shape, messages.ids_for(len(tracking)))
-        outcome = store.store_results(r, docs, audit, follow)
+        with store.replicated(r, replication) as w:
+            outcome = store.store_results(w, docs, audit, follow)
         tracked = {tracking[pid]: (pid, v) for pid, v in outcome.versions.items()}
         return Submission(outcome, _follow(tracked))
-    outcome = store.store_results(r, docs, audit)
+    with store.replicated(r, replication) as w:
+        outcome = store.store_results(w, docs, audit)
     try:
         tasks = dispatch(r, celery, outcome, task_ttl_s)
     except redis.exceptions.RedisError as exc:

@@ -52,17 +52,33 @@ def task_queues() -> list[Queue]:
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
 
+def sentinel_transport_options(settings: Settings, request_path: bool) -> dict:
+    """kombu's Sentinel transport (issue 12): the master's name, and the sentinels asked with bounded
+    timeouts so that a dead sentinel costs one connect timeout before the next is asked (kombu#813 moved
+    that failover between sentinels into redis-py). Workers that stop consuming after a failover are a
+    known report (celery#6348, celery#10096): tests/test_failover.py kills the primary under a real
+    worker and checks that it consumes again by itself."""
+    connect_s = REQUEST_CONNECT_TIMEOUT_S if request_path else 1.0
+    sentinel_kwargs: dict = {"socket_timeout": REQUEST_SOCKET_TIMEOUT_S if request_path else 2.0,
+                             "socket_connect_timeout": connect_s}  # fmt: skip
+    if settings.redis_sentinel_password:
+        sentinel_kwargs["password"] = settings.redis_sentinel_password
+    return {"master_name": settings.redis_sentinel_master, "sentinel_kwargs": sentinel_kwargs}
+
+
 def make_celery(settings: Settings, main: str = "cml", request_path: bool = False) -> Celery:
     """The Celery app; ``request_path`` (the API, which only publishes) bounds each broker call by the
     request timeouts of shared.store, so a stalled Redis fails a publish in about a second. The
     worker keeps kombu's defaults: its BRPOP waits on the socket by design."""
-    app = Celery(main, broker=settings.broker_url, backend=settings.result_backend)
+    app = Celery(main, broker=settings.broker_url, backend=settings.result_backend or None)
     transport: dict = {"visibility_timeout": settings.visibility_timeout_s}
     if request_path:
         transport |= {
             "socket_timeout": REQUEST_SOCKET_TIMEOUT_S,
             "socket_connect_timeout": REQUEST_CONNECT_TIMEOUT_S,
         }
+    if settings.broker_url.startswith("sentinel://"):
+        transport |= sentinel_transport_options(settings, request_path)
     app.conf.update(
         task_queues=task_queues(),
         task_acks_late=True,
@@ -108,8 +124,9 @@ def send(
 
 def same_redis(settings: Settings) -> bool:
     """Whether the broker is the data store's Redis (the default): then the results write's task
-    messages can be LPUSHed by its own script (shared.store.FollowUp)."""
-    return settings.broker_url == settings.redis_url
+    messages can be LPUSHed by its own script (shared.store.FollowUp). Under Sentinel, when the broker
+    is the same sentinels' primary (the default, issue 12)."""
+    return settings.broker_url == settings.store_broker_url
 
 
 class TaskMessages:

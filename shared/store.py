@@ -13,22 +13,28 @@ import base64
 import hashlib
 import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import orjson
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from shared import keys, timelines, worklist
 from shared.clinical.timeline import collection_order
+from shared.config import Settings
 from shared.pending import PENDING_FALSE, PENDING_TRUE
 from shared.result_codec import decode_result, encode_result
 
 # The request path's bounds (design-notes.md, "Under pressure"): a stalled Redis (SIGSTOP, a long fork, a
 # saturated host) costs a request at most one connect or one read timeout, never a retry of either, so
 # it answers 503 within 2 s whatever Redis does. A batch write's script takes milliseconds.
+T = TypeVar("T")
+
 REQUEST_CONNECT_TIMEOUT_S = 0.5
 REQUEST_SOCKET_TIMEOUT_S = 1.0
 
@@ -39,6 +45,7 @@ def connect(
     socket_timeout: float = 5.0,
     connect_timeout: float = 1.0,
     retries: int = 2,
+    **extra: object,
 ) -> redis.Redis:
     """A client whose calls fail within bounded time when Redis is down or stalled (so the API can say
     503), instead of redis-py's default of no socket timeout and retries with a 10 s cap. The worker
@@ -49,14 +56,133 @@ def connect(
         socket_timeout=socket_timeout,
         health_check_interval=15,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), retries),
+        **extra,
     )
 
 
-def connect_for_requests(url: str) -> redis.Redis:
+def connect_for_requests(url: str, **extra: object) -> redis.Redis:
     """The API's client: one connect or read timeout at most per call, no retry."""
     return connect(
-        url, socket_timeout=REQUEST_SOCKET_TIMEOUT_S, connect_timeout=REQUEST_CONNECT_TIMEOUT_S, retries=0
+        url, socket_timeout=REQUEST_SOCKET_TIMEOUT_S, connect_timeout=REQUEST_CONNECT_TIMEOUT_S, retries=0,
+        **extra,
+    )  # fmt: skip
+
+
+def _sentinel_master(
+    settings: Settings, socket_timeout: float, connect_timeout: float, retries: int
+) -> redis.Redis:
+    """A client of the primary the sentinels name, asked again after every connection error, so it
+    follows a failover by itself (design-notes.md, "Replication and failover"). The sentinels are
+    asked with the same bounds as the data: a dead sentinel costs one connect timeout, then the next."""
+    sentinel_kwargs: dict = {"socket_timeout": socket_timeout, "socket_connect_timeout": connect_timeout}
+    if settings.redis_sentinel_password:
+        sentinel_kwargs["password"] = settings.redis_sentinel_password
+    sentinel = Sentinel(list(settings.redis_sentinels), sentinel_kwargs=sentinel_kwargs)
+    return sentinel.master_for(
+        settings.redis_sentinel_master,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=connect_timeout,
+        health_check_interval=15,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), retries),
+        password=settings.redis_password,
     )
+
+
+def connect_from_settings(
+    settings: Settings,
+    *,
+    for_requests: bool = False,
+    socket_timeout: float | None = None,
+    connect_timeout: float | None = None,
+) -> redis.Redis:
+    """The one way a process gets its data-store client from the configuration: the sentinels' primary
+    when REDIS_SENTINELS is set (issue 12), else REDIS_URL. ``for_requests``: the request path's bounds
+    (one connect or read timeout, no retry; connect_for_requests); the timeouts given override them."""
+    if for_requests:
+        read_s, connect_s, retries = REQUEST_SOCKET_TIMEOUT_S, REQUEST_CONNECT_TIMEOUT_S, 0
+    else:
+        read_s, connect_s, retries = 5.0, 1.0, 2  # connect's defaults: the worker's
+    read_s = read_s if socket_timeout is None else socket_timeout
+    connect_s = connect_s if connect_timeout is None else connect_timeout
+    if settings.sentinel:
+        return _sentinel_master(settings, read_s, connect_s, retries)
+    extra = {"password": settings.redis_password} if settings.redis_password else {}
+    return connect(
+        settings.redis_url, socket_timeout=read_s, connect_timeout=connect_s, retries=retries, **extra
+    )
+
+
+def connect_replica(settings: Settings) -> redis.Redis | None:
+    """The hot reads' replica (REDIS_READ_URL), with the request bounds; None when not configured."""
+    if not settings.redis_read_url:
+        return None
+    extra = {"password": settings.redis_password} if settings.redis_password else {}
+    return connect_for_requests(settings.redis_read_url, **extra)
+
+
+# --- replica-acknowledged writes (issue 12) ---------------------------------------------------------
+
+
+class NotReplicated(redis.exceptions.RedisError):
+    """The write is stored on the primary, but fewer replicas than WRITE_REPLICAS confirmed it within
+    WRITE_REPLICA_TIMEOUT_MS: a failover now could lose it, so no door acknowledges it. A retry of
+    the same content is a no-op on the primary (content-hash idempotent) and waits for the replicas
+    again, so the client's retry is what makes the acknowledgement true."""
+
+    def __init__(self, wanted: int, confirmed: int, timeout_ms: int):
+        super().__init__(f"{confirmed} of {wanted} replicas confirmed the write within {timeout_ms} ms")
+        self.wanted, self.confirmed, self.timeout_ms = wanted, confirmed, timeout_ms
+
+
+@dataclass(frozen=True)
+class Replication:
+    """How many replicas must confirm a write before a door acknowledges it, and how long to wait."""
+
+    replicas: int = 0
+    timeout_ms: int = 1000
+
+    @classmethod
+    def of(cls, settings: Settings) -> Replication:
+        return cls(settings.write_replicas, settings.write_replica_timeout_ms)
+
+
+NO_REPLICATION = Replication()
+
+
+def replicate_or_raise(pinned: redis.Redis, replication: Replication) -> int:
+    """WAIT for the replicas on ``pinned``'s own connection (WAIT counts the replicas that have the
+    writes of the connection it runs on: https://redis.io/commands/wait/). Returns how many confirmed;
+    raises NotReplicated when too few did. The read may last the whole timeout, so it is bounded by
+    the timeout plus the request read bound, not by the socket timeout alone."""
+    conn = pinned.connection
+    if conn is None:  # a pooled client: its next command could take any connection
+        raise TypeError("replicate_or_raise needs a single-connection client (store.replicated)")
+    try:
+        conn.send_command("WAIT", replication.replicas, replication.timeout_ms)
+        confirmed = int(conn.read_response(timeout=replication.timeout_ms / 1000 + REQUEST_SOCKET_TIMEOUT_S))
+    except BaseException:
+        conn.disconnect()  # a reply may still be on its way: never hand this connection to another call
+        raise
+    if confirmed < replication.replicas:
+        raise NotReplicated(replication.replicas, confirmed, replication.timeout_ms)
+    return confirmed
+
+
+@contextmanager
+def replicated(r: redis.Redis, replication: Replication) -> Iterator[redis.Redis]:
+    """A client for one write that a door acknowledges only once ``replication.replicas`` replicas have
+    it: the write's commands and the WAIT after them run on one connection of ``r``'s pool (WAIT on
+    another connection would wait for nothing). Without replicas to wait for, ``r`` itself. Nothing
+    is waited for when the write raised (a StoreError wrote nothing)."""
+    if replication.replicas <= 0:
+        yield r
+        return
+    pinned = redis.Redis(connection_pool=r.connection_pool, single_connection_client=True)
+    try:
+        yield pinned
+        replicate_or_raise(pinned, replication)
+    finally:
+        pinned.close()
 
 
 def now_ms() -> int:
@@ -706,6 +832,23 @@ def commit_status(
     ]
     current, fresh = r.eval(_COMMIT_STATUS, len(script_keys), *script_keys, *args)
     return int(current), [_decode(c) for c in fresh]
+
+
+def read_preferring(replica: redis.Redis | None, primary: redis.Redis, read: Callable[[redis.Redis], T]) -> T:
+    """A hot read (status, timeline) from REDIS_READ_URL's replica when there is one, from the primary
+    when there is none or it cannot be reached (issue 12). What a replica answers is stale by at most
+    its replication lag (README, "Configuration"). A replica down, stalled, loading, or cut off from its
+    primary with ``replica-serve-stale-data no`` (MASTERDOWN) hands the read to the primary."""
+    if replica is not None:
+        try:
+            return read(replica)
+        except (
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+            redis.exceptions.MasterDownError,
+        ):
+            pass  # the primary answers, as without a replica
+    return read(primary)
 
 
 def read_status(r: redis.Redis, patient_id: str) -> bytes | None:

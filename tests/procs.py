@@ -48,10 +48,12 @@ def stop_process(proc: subprocess.Popen, grace: float = 10) -> None:
 class RedisServer:
     """A redis-server on a free port with AOF (appendfsync everysec), in its own directory."""
 
-    def __init__(self, workdir: Path, appendfsync: str = "everysec"):
+    def __init__(self, workdir: Path, appendfsync: str = "everysec", replicaof: int | None = None):
         self.workdir = workdir
         self.port = free_port()
         self.appendfsync = appendfsync
+        self.replicaof = replicaof  # the primary's port: this server is its replica
+        self.extra: list[str] = []
         self.proc: subprocess.Popen | None = None
         workdir.mkdir(parents=True, exist_ok=True)
 
@@ -66,6 +68,10 @@ class RedisServer:
             "--save", "", "--appendonly", "yes", "--appendfsync", self.appendfsync,
             "--logfile", str(self.workdir / "redis.log"),
         ]  # fmt: skip
+        cmd += self.extra
+        if self.replicaof is not None:
+            # Any node may become the primary: none waits 5 s (7.0's default) before a replica's sync.
+            cmd += ["--replicaof", "127.0.0.1", str(self.replicaof), "--repl-diskless-sync-delay", "0"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
 
@@ -156,11 +162,12 @@ class Worker:
                 self.kill9()
 
 
-def start_gunicorn(redis_url: str, log: Path) -> tuple[subprocess.Popen, str]:
+def start_gunicorn(redis_url: str, log: Path, env: dict | None = None) -> tuple[subprocess.Popen, str]:
     """The API under gunicorn with the deployed settings (services/api/gunicorn_conf.py, as scripts/run and
-    docker-compose), on a free loopback port; returns the process and its base URL once /healthz answers."""
+    docker-compose), on a free loopback port; returns the process and its base URL once /healthz answers.
+    ``env`` adds variables (REDIS_SENTINELS, WRITE_REPLICAS...)."""
     port = free_port()
-    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT), **(env or {})}
     cmd = [
         sys.executable, "-m", "gunicorn", "-c", str(ROOT / "services" / "api" / "gunicorn_conf.py"),
         "-b", f"127.0.0.1:{port}", "services.api:create_app()",
@@ -179,3 +186,109 @@ def start_gunicorn(redis_url: str, log: Path) -> tuple[subprocess.Popen, str]:
 
     wait_for(up, 30, what="gunicorn")
     return proc, base
+
+
+class SentinelSet:
+    """A primary with AOF, ``replicas`` replicas (``--replicaof``) and three sentinels (``redis-server
+    --sentinel``, what the ``redis-sentinel`` binary runs) monitoring it as ``master`` with quorum 2,
+    on free loopback ports; each sentinel has its own config file, since sentinels rewrite theirs."""
+
+    def __init__(self, workdir: Path, master: str = "mymaster", replicas: int = 1, down_after_ms: int = 1000):
+        self.workdir, self.master, self.down_after_ms = workdir, master, down_after_ms
+        self.primary = RedisServer(workdir / "primary", appendfsync="always")
+        self.primary.extra = ["--repl-diskless-sync-delay", "0"]
+        self.replicas = [
+            RedisServer(workdir / f"replica-{i}", appendfsync="always", replicaof=self.primary.port)
+            for i in range(replicas)
+        ]
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.sentinels: list[subprocess.Popen] = []
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What the API and workers are configured with to use this set (README, "High availability")."""
+        hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
+        return {"REDIS_SENTINELS": hosts, "REDIS_SENTINEL_MASTER": self.master}
+
+    def _sentinel_conf(self, i: int, port: int) -> Path:
+        d = self.workdir / f"sentinel-{i}"
+        d.mkdir(parents=True, exist_ok=True)
+        conf = d / "sentinel.conf"
+        conf.write_text(
+            f"port {port}\nbind 127.0.0.1\ndir {d}\nlogfile {d / 'sentinel.log'}\n"
+            "sentinel resolve-hostnames yes\n"
+            f"sentinel monitor {self.master} 127.0.0.1 {self.primary.port} 2\n"
+            f"sentinel down-after-milliseconds {self.master} {self.down_after_ms}\n"
+            f"sentinel failover-timeout {self.master} 5000\n"
+            f"sentinel parallel-syncs {self.master} 1\n"
+        )
+        return conf
+
+    def start(self) -> None:
+        self.primary.start()
+        for replica in self.replicas:
+            replica.start()
+        primary = redis.Redis(port=self.primary.port)
+
+        def in_sync() -> bool:
+            info = primary.info("replication")
+            states = [info.get(f"slave{i}", {}).get("state") for i in range(len(self.replicas))]
+            return states == ["online"] * len(self.replicas)
+
+        wait_for(in_sync, 15, what="replicas in sync")
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        for i, port in enumerate(self.sentinel_ports):
+            conf = self._sentinel_conf(i, port)
+            self.sentinels.append(
+                subprocess.Popen(
+                    [binary, str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
+            )
+        for port in self.sentinel_ports:
+            s = redis.Redis(port=port, socket_connect_timeout=0.2, decode_responses=True)
+
+            def knows_all(s: redis.Redis = s) -> bool:
+                try:
+                    state = s.sentinel_master(self.master)
+                except redis.exceptions.RedisError:
+                    return False
+                return state["num-other-sentinels"] == 2 and state["num-slaves"] == len(self.replicas)
+
+            wait_for(knows_all, 20, interval=0.1, what="sentinels to find each other and the replicas")
+
+    def master_port(self) -> int | None:
+        """The primary's port as the sentinels' majority currently says, or None."""
+        votes: dict[int, int] = {}
+        for port in self.sentinel_ports:
+            try:
+                _, p = redis.Redis(port=port, socket_timeout=0.5).sentinel_get_master_addr_by_name(
+                    self.master
+                )
+            except (redis.exceptions.RedisError, TypeError):
+                continue
+            votes[int(p)] = votes.get(int(p), 0) + 1
+        best = max(votes.items(), key=lambda kv: kv[1], default=(None, 0))
+        return best[0] if best[1] >= 2 else None
+
+    def wait_failover(self, timeout: float = 30) -> RedisServer:
+        """The replica the sentinels promoted, once it answers as a primary."""
+        old = self.primary.port
+
+        def promoted() -> RedisServer | None:
+            port = self.master_port()
+            if port is None or port == old:
+                return None
+            server = next(s for s in self.replicas if s.port == port)
+            try:
+                role = redis.Redis(port=port, socket_timeout=0.5).role()[0]
+            except redis.exceptions.RedisError:
+                return None
+            return server if role in (b"master", "master") else None
+
+        return wait_for(promoted, timeout, interval=0.1, what="the sentinels to promote a replica")
+
+    def stop(self) -> None:
+        for proc in self.sentinels:
+            stop_process(proc, grace=5)
+        for server in (*self.replicas, self.primary):
+            server.stop()

@@ -116,3 +116,94 @@ def test_mllp_listener_service():
     assert mllp["restart"] == "unless-stopped"
     assert (ROOT / "services" / "mllp" / "__main__.py").exists()
     assert load_settings().mllp_host == "127.0.0.1"  # outside a container: loopback unless told otherwise
+
+
+# --- the `ha` profile (issue 12; README, "High availability (ha profile)") ---------------------------
+
+HA_SERVICES = ("redis-replica", "sentinel-1", "sentinel-2", "sentinel-3")
+
+
+def ha_env() -> dict[str, str]:
+    lines = (ROOT / "deploy" / "ha" / "ha.env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
+
+
+def sentinel_conf() -> list[list[str]]:
+    text = (ROOT / "deploy" / "sentinel" / "sentinel.conf").read_text()
+    return [line.split() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_ha_profile_adds_a_replica_of_the_primary_with_its_own_aof():
+    services = compose()["services"]
+    for name in HA_SERVICES:
+        assert services[name]["profiles"] == ["ha"], name
+        assert services[name]["healthcheck"]["test"] and services[name]["restart"] == "unless-stopped", name
+    for name in services.keys() - set(HA_SERVICES):
+        assert "profiles" not in services[name], f"{name} must run without the ha profile too"
+    replica = services["redis-replica"]
+    command = replica["command"]
+    assert command[command.index("--replicaof") + 1 : command.index("--replicaof") + 3] == ["redis", "6379"]
+    for node in (services["redis"], replica):  # either may be the primary after a failover
+        cmd = node["command"]
+        assert cmd[cmd.index("--appendonly") + 1] == "yes" and cmd[cmd.index("--appendfsync") + 1] == "always"
+        assert node["image"] == services["redis"]["image"]
+    assert (
+        any(v.endswith(":/data") for v in replica["volumes"]) and "redis-replica-data" in compose()["volumes"]
+    )
+    assert replica["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_three_sentinels_monitor_the_same_master_with_quorum_two():
+    services = compose()["services"]
+    conf = sentinel_conf()
+    (monitor,) = [line for line in conf if line[:2] == ["sentinel", "monitor"]]
+    _, _, master, host, port, quorum = monitor
+    assert (host, port, quorum) == ("redis", "6379", "2")
+    assert ["sentinel", "resolve-hostnames", "yes"] in conf and [
+        "sentinel",
+        "announce-hostnames",
+        "yes",
+    ] in conf
+    assert ["port", "26379"] in conf
+    volumes = set()
+    for name in ("sentinel-1", "sentinel-2", "sentinel-3"):
+        svc = services[name]
+        command = " ".join(svc["command"])
+        # One template, copied to the sentinel's own volume: sentinels rewrite their configuration file.
+        assert "./deploy/sentinel/sentinel.conf:/etc/redis/sentinel.conf:ro" in svc["volumes"]
+        assert "cp /etc/redis/sentinel.conf /data/sentinel.conf" in command
+        assert command.endswith("redis-server /data/sentinel.conf --sentinel")
+        (data,) = [v for v in svc["volumes"] if v.endswith(":/data")]
+        volumes.add(data)
+        assert svc["healthcheck"]["test"] == ["CMD", "redis-cli", "-p", "26379", "ping"]
+        assert svc["restart"] == "unless-stopped"
+    assert len(volumes) == 3, "each sentinel keeps its own state"
+    assert ha_env()["REDIS_SENTINEL_MASTER"] == master
+
+
+def test_ha_env_points_every_redis_client_at_the_sentinels():
+    services = compose()["services"]
+    env = ha_env()
+    assert env["COMPOSE_PROFILES"] == "ha"
+    assert env["WRITE_REPLICAS"] == "1" and int(env["WRITE_REPLICA_TIMEOUT_MS"]) > 0
+    sentinels = env["REDIS_SENTINELS"].split(",")
+    assert sentinels == ["sentinel-1:26379", "sentinel-2:26379", "sentinel-3:26379"]
+    for name in ("api", "worker", "mllp"):
+        environment = services[name]["environment"]
+        for var in ("REDIS_SENTINELS", "REDIS_SENTINEL_MASTER", "WRITE_REPLICAS", "WRITE_REPLICA_TIMEOUT_MS"):
+            assert environment[var].startswith("${" + var + ":-"), (name, var)
+        # Without the env file: no sentinels and no replica wait, the single-Redis deployment as before.
+        assert environment["REDIS_SENTINELS"] == "${REDIS_SENTINELS:-}"
+        assert environment["WRITE_REPLICAS"] == "${WRITE_REPLICAS:-0}"
+    # The worker's health check reads through the service's own client, so it follows a failover.
+    assert "connect_from_settings(load_settings())" in " ".join(services["worker"]["healthcheck"]["test"])
+
+
+def test_ha_env_is_what_the_settings_read(monkeypatch):
+    for name, value in ha_env().items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert settings.redis_sentinels == (("sentinel-1", 26379), ("sentinel-2", 26379), ("sentinel-3", 26379))
+    assert settings.write_replicas == 1 and settings.broker_url.startswith("sentinel://sentinel-1:26379;")
+    options = make_celery(settings).conf.broker_transport_options
+    assert options["master_name"] == settings.redis_sentinel_master == "cml"

@@ -19,7 +19,7 @@ from services.api.server_errors import install as install_server_errors
 from shared.config import Settings, load_settings
 from shared.interop.codes import load_code_map
 from shared.queue import make_celery
-from shared.store import connect_for_requests
+from shared.store import connect_from_settings, connect_replica
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["cml"] = ApiContext(
         settings=settings,
-        redis=connect_for_requests(settings.redis_url),
+        redis=connect_from_settings(settings, for_requests=True),
         celery=make_celery(settings, "cml-api", request_path=True),
+        replica=connect_replica(settings),
     )
     app.extensions["cml.hl7_codes"] = load_code_map(settings.lab_codes_file)
     register_error_handlers(app)

@@ -7,7 +7,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from services.api.context import audit_entry, ctx, enqueue, json_body
 from services.api.errors import Problem, checked_id, invalid_parameter
-from shared import cohort_store, cohorts, keys
+from shared import cohort_store, cohorts, keys, store
 from shared.plots import FORMATS, render_curve
 from shared.queue import REFRESH_COHORT
 from shared.schemas import CohortSchema, ValidationError, not_reserved_cohort_id
@@ -71,7 +71,9 @@ def put_cohort(cohort_id: str) -> Response:
     except ValidationError as err:
         raise invalid_parameter("cohort_id", str(err.messages[0])) from err
     doc = CohortSchema().load(json_body())
-    state, fresh = cohort_store.define_cohort(ctx().redis, cohort_id, doc, audit_entry(cohort_id=cohort_id))
+    c = ctx()
+    with store.replicated(c.redis, c.replication) as w:
+        state, fresh = cohort_store.define_cohort(w, cohort_id, doc, audit_entry(cohort_id=cohort_id))
     if fresh:
         enqueue(REFRESH_COHORT, cohort_id)  # a changed definition is recomputed at once
     response = jsonify({"cohort_id": cohort_id, "definition": cohorts.definition(doc), "outcome": state})

@@ -33,6 +33,12 @@ class ApiContext:
     settings: Settings
     redis: redis.Redis
     celery: Celery
+    # REDIS_READ_URL's replica for the hot reads (store.read_preferring), or None.
+    replica: redis.Redis | None = None
+
+    @property
+    def replication(self) -> store.Replication:
+        return store.Replication.of(self.settings)
 
 
 def ctx() -> ApiContext:

@@ -21,6 +21,7 @@ from werkzeug.exceptions import HTTPException
 
 from shared.faults import is_transient
 from shared.schemas import ID_PATTERN
+from shared.store import NotReplicated
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,25 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ValidationError)
     def _invalid(exc: ValidationError) -> Response:
         return validation_problem(exc)
+
+    @app.errorhandler(NotReplicated)
+    def _not_replicated(exc: NotReplicated) -> Response:
+        # Stored on the primary, not (yet) on WRITE_REPLICAS replicas: not acknowledged, since a failover
+        # now could lose it (issue 12). The retry is a no-op on the primary that waits for them again.
+        log.warning("write not replicated: %s of %s replicas", exc.confirmed, exc.wanted)
+        return problem_response(
+            503,
+            "not-replicated",
+            "The write is not yet replicated",
+            f"The write is stored on the primary but not yet replicated: {exc.confirmed} of the "
+            f"{exc.wanted} replicas required (WRITE_REPLICAS) confirmed it within {exc.timeout_ms} ms, "
+            "so it is not acknowledged. Retry it with the same content (and Idempotency-Key): the "
+            "retry stores nothing twice (it is answered as unchanged) and waits for the replicas again.",
+            headers={"Retry-After": "1"},
+            reason="not replicated",
+            replicas_required=exc.wanted,
+            replicas_confirmed=exc.confirmed,
+        )
 
     @app.errorhandler(redis.exceptions.RedisError)
     @app.errorhandler(OperationalError)

@@ -62,6 +62,7 @@ def _door() -> fhir_write.Door:
         caller(),
         f"{request.method} {rule}",
         follow_in_script=same_redis(c.settings),
+        replication=c.replication,
     )
 
 

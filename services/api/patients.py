@@ -76,7 +76,8 @@ def put_patient(patient_id: str) -> Response:
     c = ctx()
     checked_id("patient_id", patient_id)
     doc = {"patient_id": patient_id, **PatientSchema().load(json_body())}
-    state, outcome = store.register_patient(c.redis, patient_id, doc, audit_entry(patient_id=patient_id))
+    with store.replicated(c.redis, c.replication) as w:
+        state, outcome = store.register_patient(w, patient_id, doc, audit_entry(patient_id=patient_id))
     response = jsonify({"patient": doc, "outcome": state, "tasks": dispatch(outcome)})
     response.status_code = 201 if state == "created" else 200
     return response
@@ -100,9 +101,9 @@ def post_events(patient_id: str) -> Response:
         raise ValidationError(dupes)
     try:
         ids = [store.event_id(e) for e in events]
-        outcome = store.add_events(
-            c.redis, patient_id, events, audit_entry(patient_id=patient_id, event_ids=ids)
-        )
+        audit = audit_entry(patient_id=patient_id, event_ids=ids)
+        with store.replicated(c.redis, c.replication) as w:
+            outcome = store.add_events(w, patient_id, events, audit)
     except store.StoreError as err:
         raise _unknown(patient_id) from err
     response = jsonify({"accepted": ids, "tasks": dispatch(outcome)})
@@ -114,7 +115,7 @@ def post_events(patient_id: str) -> Response:
 def get_status(patient_id: str) -> Response:
     # The read path: one GET, bytes returned as stored (bench/README.md measures it).
     c = ctx()
-    raw = store.read_status(c.redis, patient_id)
+    raw = store.read_preferring(c.replica, c.redis, lambda r: store.read_status(r, patient_id))
     if raw is not None:
         return Response(raw, mimetype=JSON)
     if not store.patient_exists(c.redis, patient_id):
@@ -126,7 +127,7 @@ def get_status(patient_id: str) -> Response:
 @bp.get("/v1/patients/<patient_id>/results")
 def get_results(patient_id: str) -> Response:
     c = ctx()
-    raw = store.read_timeline(c.redis, patient_id)
+    raw = store.read_preferring(c.replica, c.redis, lambda r: store.read_timeline(r, patient_id))
     if raw is not None:
         return Response(raw, mimetype=JSON)
     if not store.patient_exists(c.redis, patient_id):

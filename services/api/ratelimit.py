@@ -79,7 +79,9 @@ class SharedBudget:
 
 
 def init_rate_limits(app: Flask, settings: Settings) -> None:
-    r = store.connect(settings.redis_url, socket_timeout=_TIMEOUT_S, connect_timeout=_TIMEOUT_S, retries=0)
+    r = store.connect_from_settings(
+        settings, for_requests=True, socket_timeout=_TIMEOUT_S, connect_timeout=_TIMEOUT_S
+    )
     shared, hot = SharedBudget(settings.rate_limit, r), HotReadBudget(settings.hot_read_rate_limit)
 
     @app.before_request

@@ -73,8 +73,9 @@ def post_results() -> Response:
     audit = audit_entry(result_ids=[d["result_id"] for d in items])
     try:
         done = intake.submit_results(
-            c.redis, c.celery, items, audit, c.settings.task_ttl_s, follow_in_script=same_redis(c.settings)
-        )
+            c.redis, c.celery, items, audit, c.settings.task_ttl_s, follow_in_script=same_redis(c.settings),
+            replication=c.replication,
+        )  # fmt: skip
     except store.StoreError as err:
         raise _store_problem(err, single) from err
     tasks = done.tasks

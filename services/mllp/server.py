@@ -30,7 +30,7 @@ from shared.interop.hl7_ack import Ack, build_ack
 from shared.interop.hl7_oru import Header, Issue
 from shared.interop.hl7v2 import Door, handle_message
 from shared.queue import make_celery
-from shared.store import connect_for_requests
+from shared.store import connect_from_settings
 
 log = logging.getLogger("services.mllp")
 
@@ -59,7 +59,7 @@ async def read_frame(reader: HL7StreamReader) -> bytes:
 class Listener:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.redis = connect_for_requests(settings.redis_url)
+        self.redis = connect_from_settings(settings, for_requests=True)
         self.celery = make_celery(settings, "cml-mllp", request_path=True)
         self.codes = load_code_map(settings.lab_codes_file)
         self.door = Door(settings.mllp_caller, "MLLP")

@@ -8,7 +8,7 @@ import os
 import redis
 
 from shared.config import load_settings
-from shared.store import connect
+from shared.store import connect_from_settings
 
 _client: tuple[int, redis.Redis] | None = None
 
@@ -16,5 +16,5 @@ _client: tuple[int, redis.Redis] | None = None
 def redis_client() -> redis.Redis:
     global _client
     if _client is None or _client[0] != os.getpid():
-        _client = (os.getpid(), connect(load_settings().redis_url))
+        _client = (os.getpid(), connect_from_settings(load_settings()))
     return _client[1]

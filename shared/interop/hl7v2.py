@@ -129,6 +129,14 @@ def _store_issue(parsed: Parsed, err: store.StoreError) -> Issue:
 
 
 def _unavailable(header: Header, exc: Exception, warnings: list[Issue]) -> Ack:
+    if isinstance(exc, store.NotReplicated):  # WRITE_REPLICAS (issue 12): stored, not acknowledged
+        log.warning("HL7 message stored, not replicated: %s of %s replicas", exc.confirmed, exc.wanted)
+        text = (
+            f"the result is stored on the primary but not yet replicated ({exc.confirmed} of {exc.wanted}"
+            f" replicas confirmed it within {exc.timeout_ms} ms): send the message again (a re-send is"
+            " safe: a stored result is answered as unchanged)"
+        )
+        return build_ack(header, "AR", [Issue(None, INTERNAL_ERROR, text), *warnings], 503, retry=True)
     log.warning("HL7 message not stored: store unavailable (%s)", type(exc).__name__)
     text = (
         "the service's store is unavailable: the result may not have been stored: send the message again"
@@ -175,8 +183,9 @@ def _store(r: redis.Redis, celery: Celery, parsed: Parsed, door: Door, settings:
     )  # fmt: skip
     try:
         intake.submit_results(
-            r, celery, docs, audit, settings.task_ttl_s, follow_in_script=same_redis(settings)
-        )
+            r, celery, docs, audit, settings.task_ttl_s, follow_in_script=same_redis(settings),
+            replication=store.Replication.of(settings),
+        )  # fmt: skip
     except store.StoreError as err:
         issue = _store_issue(parsed, err)
         return build_ack(header, "AE", [issue, *warnings], 409 if issue.code == DUPLICATE_KEY else 422)

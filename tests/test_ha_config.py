@@ -1,0 +1,273 @@
+"""Issue 12's configuration and its replica-acknowledged writes, without a failover: the sentinel list
+is parsed (and refused clearly), every Redis client comes from one function, and with WRITE_REPLICAS=1
+on a Redis that has no replica each door refuses to acknowledge (WAIT confirms 0 after the timeout),
+saying the write is stored on the primary only; the retry of the same content is a no-op."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import orjson
+import pytest
+import redis
+
+from services.api import create_app
+from shared import keys, store
+from shared.config import load_settings
+from shared.queue import make_celery, same_redis
+from tests.procs import RedisServer, SentinelSet, stop_process
+from tests.support import register, result
+from tests.test_openapi import COHORT, EVENTS, PATIENT, RESULTS, Exchanges, openapi, spec  # noqa: F401 - fixtures
+
+
+def test_sentinel_list_and_master_are_parsed(monkeypatch):
+    monkeypatch.setenv("REDIS_SENTINELS", " s1:26379, s2:26380 ,[::1]:26381,")
+    monkeypatch.setenv("REDIS_SENTINEL_MASTER", "cml")
+    monkeypatch.setenv("REDIS_PASSWORD", "p@ss")
+    s = load_settings()
+    assert s.redis_sentinels == (("s1", 26379), ("s2", 26380), ("::1", 26381))
+    assert s.redis_sentinel_master == "cml" and s.sentinel
+    # One broker URL per sentinel, as kombu's Sentinel transport takes them; the password escaped.
+    assert (
+        s.broker_url == "sentinel://:p%40ss@s1:26379;sentinel://:p%40ss@s2:26380;sentinel://:p%40ss@::1:26381"
+    )
+    assert same_redis(s), "the write's script enqueues when the broker is the sentinels' primary too"
+    assert s.result_backend == "", "results are ignored: no result backend under Sentinel"
+    app = make_celery(s, request_path=True)
+    options = app.conf.broker_transport_options
+    assert options["master_name"] == "cml" and options["sentinel_kwargs"]["socket_timeout"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("REDIS_SENTINELS", "s1", "'s1' is not host:port"),
+        ("REDIS_SENTINELS", "s1:abc", "'s1:abc' is not host:port"),
+        ("REDIS_SENTINELS", "s1:26379,:26380", "':26380' is not host:port"),
+        ("REDIS_SENTINELS", "s1:70000", "'s1:70000' is not host:port"),
+        ("WRITE_REPLICAS", "-1", "WRITE_REPLICAS must be a whole number >= 0"),
+        ("WRITE_REPLICAS", "one", "WRITE_REPLICAS must be a whole number >= 0"),
+        ("WRITE_REPLICA_TIMEOUT_MS", "1.5", "WRITE_REPLICA_TIMEOUT_MS must be a whole number"),
+    ],
+)
+def test_bad_values_are_refused_naming_them(monkeypatch, name, value, says):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=says.replace("(", r"\(")):
+        load_settings()
+
+
+def test_replicas_without_a_timeout_are_refused(monkeypatch):
+    # WAIT n 0 would block until a replica answers: a request could hang for ever.
+    monkeypatch.setenv("WRITE_REPLICAS", "1")
+    monkeypatch.setenv("WRITE_REPLICA_TIMEOUT_MS", "0")
+    with pytest.raises(ValueError, match="WRITE_REPLICA_TIMEOUT_MS must be > 0"):
+        load_settings()
+
+
+def test_defaults_keep_the_single_redis(monkeypatch):
+    for name in ("REDIS_SENTINELS", "WRITE_REPLICAS", "REDIS_READ_URL", "CELERY_BROKER_URL"):
+        monkeypatch.delenv(name, raising=False)
+    s = load_settings()
+    assert not s.sentinel and s.write_replicas == 0 and s.broker_url == s.redis_url and same_redis(s)
+
+
+def test_every_client_follows_the_sentinels(tmp_path, monkeypatch):
+    """The store, the rate limiter's client and the worker's all come from connect_from_settings: with
+    sentinels set they reach the primary the sentinels name, whatever REDIS_URL says."""
+    ha = SentinelSet(tmp_path, replicas=1)
+    try:
+        ha.start()
+        for name, value in ha.env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # nothing there: must not be used
+        settings = load_settings()
+        for client in (
+            store.connect_from_settings(settings),
+            store.connect_from_settings(settings, for_requests=True),
+        ):
+            client.set("cml:test:ha", "1")
+        assert ha_primary_value(ha) == b"1"
+        from services.worker import redis_client as worker_redis
+
+        monkeypatch.setattr(worker_redis, "_client", None)
+        assert worker_redis.redis_client().get("cml:test:ha") == b"1"
+        # WAIT on the write's own connection: the replica confirms it.
+        r = store.connect_from_settings(settings, for_requests=True)
+        with store.replicated(r, store.Replication(1, 1000)) as w:
+            w.set("cml:test:ha", "2")
+    finally:
+        ha.stop()
+
+
+def ha_primary_value(ha: SentinelSet) -> bytes | None:
+    return redis.Redis(port=ha.master_port()).get("cml:test:ha")
+
+
+@pytest.fixture
+def lone_primary(tmp_path, monkeypatch):
+    """A Redis with no replica, and the API asking for one: WAIT 1 confirms 0 after the timeout."""
+    server = RedisServer(tmp_path / "redis", appendfsync="always")
+    server.start()
+    monkeypatch.setenv("REDIS_URL", server.url)
+    monkeypatch.setenv("WRITE_REPLICAS", "1")
+    monkeypatch.setenv("WRITE_REPLICA_TIMEOUT_MS", "200")
+    yield server
+    server.stop()
+
+
+def test_unreplicated_write_is_503_and_its_retry_a_no_op(lone_primary):
+    r = store.connect(lone_primary.url)
+    plain = create_app(dataclasses.replace(load_settings(), write_replicas=0))
+    register(plain.test_client(), "HA-1")
+    client = create_app(load_settings()).test_client()
+    item = result("HA-1", "HA-R1")
+    started = time.monotonic()
+    resp = client.post("/v1/assay-results", json=item)
+    assert time.monotonic() - started < 2, "bounded by WRITE_REPLICA_TIMEOUT_MS, not the socket timeout"
+    assert resp.status_code == 503 and resp.mimetype == "application/problem+json"
+    assert resp.headers["Retry-After"] == "1"
+    body = resp.get_json()
+    assert body["type"] == "/problems/not-replicated"
+    assert "stored on the primary but not yet replicated" in body["detail"]
+    assert body["replicas_required"] == 1 and body["replicas_confirmed"] == 0
+    # Stored whole on the primary (one script): the result with its version bump and dirty mark.
+    assert r.hexists(keys.RESULT_INDEX, "HA-R1") and r.hlen(keys.results("HA-1")) == 1
+    version = int(r.get(keys.version("HA-1")))
+    assert r.zscore(keys.DIRTY_PATIENTS, "HA-1") is not None
+    # The retry of the same content changes nothing (still unconfirmed: 503 again, nothing written).
+    again = client.post("/v1/assay-results", json=item)
+    assert again.status_code == 503
+    assert int(r.get(keys.version("HA-1"))) == version and r.hlen(keys.results("HA-1")) == 1
+    # Once replication is not required (or a replica confirms), the same retry is answered unchanged.
+    ok = plain.test_client().post("/v1/assay-results", json=item)
+    assert ok.status_code == 202 and ok.get_json()["accepted"][0]["outcome"] == "unchanged"
+    assert int(r.get(keys.version("HA-1"))) == version
+
+
+def test_registrations_and_events_wait_too(lone_primary):
+    client = create_app(load_settings()).test_client()
+    resp = client.put("/v1/patients/HA-2", json={"cohorts": ["HA"], "enrolled_on": "2024-01-01"})
+    assert resp.status_code == 503 and resp.get_json()["type"] == "/problems/not-replicated"
+    resp = client.post("/v1/patients/HA-2/events", json={"type": "death", "date": "2024-06-01"})
+    assert resp.status_code == 503 and resp.get_json()["type"] == "/problems/not-replicated"
+
+
+HL7 = (
+    "MSH|^~\\&|LAB|HOSP|CML|HOSP|20240301090000||ORU^R01|MSG-HA-1|P|2.5.1\r"
+    "PID|1||HA-3^^^HOSP^MR\r"
+    "OBR|1|ORD1|HA-H1^LAB|BCRABL^BCR-ABL1 qPCR^L|||20240301083000+0100\r"
+    "OBX|1|NM|BCRABL1-COPIES^BCR-ABL1 copies^L||50|{copies}|||||F\r"
+    "OBX|2|NM|ABL1-COPIES^ABL1 copies^L||100000|{copies}|||||F\r"
+)
+
+
+def test_hl7v2_answers_ar_saying_stored_not_replicated(lone_primary):
+    plain = create_app(dataclasses.replace(load_settings(), write_replicas=0))
+    register(plain.test_client(), "HA-3")
+    client = create_app(load_settings()).test_client()
+    resp = client.post("/v1/hl7v2", data=HL7.encode(), content_type="x-application/hl7-v2+er7")
+    text = resp.get_data(as_text=True)
+    assert resp.status_code == 503 and resp.headers["Retry-After"], text
+    assert "MSA|AR|MSG-HA-1" in text and "stored on the primary but not yet replicated" in text
+    r = store.connect(lone_primary.url)
+    assert r.hexists(keys.RESULT_INDEX, "HA-H1")
+    # Not remembered as answered: the engine's re-send is handled again (and stores nothing new).
+    version = int(r.get(keys.version("HA-3")))
+    again = plain.test_client().post("/v1/hl7v2", data=HL7.encode(), content_type="x-application/hl7-v2+er7")
+    assert "MSA|AA|MSG-HA-1" in again.get_data(as_text=True)
+    assert int(r.get(keys.version("HA-3"))) == version
+
+
+def test_fhir_answers_an_operation_outcome_503(lone_primary):
+    plain = create_app(dataclasses.replace(load_settings(), write_replicas=0))
+    register(plain.test_client(), "HA-4")
+    client = create_app(load_settings()).test_client()
+    observation = {
+        "resourceType": "Observation", "status": "final", "identifier": [{"value": "HA-F1"}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "69380-4"}]},
+        "subject": {"reference": "Patient/HA-4"}, "effectiveDateTime": "2024-07-02",
+        "valueQuantity": {"value": 0.05, "unit": "%"},
+        "component": [
+            {"code": {"coding": [{"system": "https://cml-response.org/fhir/CodeSystem/bcr-abl1-qpcr",
+                                  "code": "ABL1-COPIES"}]}, "valueQuantity": {"value": 100000}},
+            {"code": {"coding": [{"system": "https://cml-response.org/fhir/CodeSystem/bcr-abl1-qpcr",
+                                  "code": "BCRABL1-COPIES"}]}, "valueQuantity": {"value": 50}}],
+    }  # fmt: skip
+    resp = client.post(
+        "/fhir/Observation", data=orjson.dumps(observation), content_type="application/fhir+json"
+    )
+    body = resp.get_json()
+    assert resp.status_code == 503 and resp.headers["Retry-After"], body
+    assert body["resourceType"] == "OperationOutcome"
+    assert "not yet replicated" in orjson.dumps(body).decode()
+
+
+def test_not_replicated_answers_conform_to_the_spec(lone_primary, request):
+    """Every JSON write documents this 503 (StoreUnavailable): its problem document validates (with
+    tests/test_openapi.py's validator and fixtures)."""
+    validator, document = request.getfixturevalue("openapi"), request.getfixturevalue("spec")
+    plain = create_app(dataclasses.replace(load_settings(), write_replicas=0))
+    register(plain.test_client(), "HA-5")
+    call = Exchanges(create_app(load_settings()).test_client(), validator, document)
+    answers = [
+        call("POST", RESULTS, RESULTS, 503, json=result("HA-5", "HA-O1")),
+        call(
+            "POST", RESULTS, RESULTS, 503, json=result("HA-5", "HA-O2"), headers={"Idempotency-Key": "k-ha"}
+        ),
+        call("PUT", "/v1/patients/HA-5", PATIENT, 503, json={"cohorts": ["HA"], "enrolled_on": "2024-01-01"}),
+        call("POST", "/v1/patients/HA-5/events", EVENTS, 503, json={"type": "death", "date": "2024-06-01"}),
+        call("PUT", "/v1/cohorts/HA", COHORT, 503, json={"endpoint": "MR4"}),
+    ]
+    for resp in answers:
+        assert resp.get_json()["type"] == "/problems/not-replicated" and int(resp.headers["Retry-After"]) > 0
+
+
+def test_hot_reads_use_the_read_replica_and_fall_back_to_the_primary(tmp_path, monkeypatch):
+    primary = RedisServer(tmp_path / "primary")
+    primary.extra = ["--repl-diskless-sync-delay", "0"]
+    primary.start()
+    replica = RedisServer(tmp_path / "replica", replicaof=primary.port)
+    replica.extra = ["--replica-serve-stale-data", "no"]
+    try:
+        replica.start()
+        monkeypatch.setenv("REDIS_URL", primary.url)
+        monkeypatch.setenv("REDIS_READ_URL", replica.url)
+        monkeypatch.setenv("WRITE_REPLICAS", "1")  # the one replica: a 202 is readable there at once
+        client = create_app(load_settings()).test_client()
+        register(client, "HA-6")
+        stats = redis.Redis(port=replica.port)
+
+        def gets() -> int:
+            return int(stats.info("commandstats").get("cmdstat_get", {}).get("calls", 0))
+
+        before = gets()
+        resp = client.get("/v1/patients/HA-6/status")
+        assert resp.status_code == 200 and resp.get_json()["patient_id"] == "HA-6"
+        assert gets() == before + 1, "the status was read from the replica"
+        assert client.get("/v1/patients/HA-6/results").status_code == 200
+        replica.kill9()  # the replica gone: the primary answers, no 503
+        resp = client.get("/v1/patients/HA-6/status")
+        assert resp.status_code == 200 and resp.get_json()["patient_id"] == "HA-6"
+        assert client.get("/v1/patients/HA-6/results").status_code == 200
+    finally:
+        replica.stop()
+        primary.stop()
+
+
+def test_mllp_answers_ar_saying_stored_not_replicated(lone_primary, tmp_path):
+    """The MLLP listener, as a process: the same ACK as HTTP (AR, the ERR saying stored, not replicated)."""
+    from tests.interop.hl7_messages import copies, oru
+    from tests.test_mllp import exchange, msa
+    from tests.test_mllp import start as start_mllp
+
+    plain = create_app(dataclasses.replace(load_settings(), write_replicas=0))
+    register(plain.test_client(), "HA-7")
+    server = start_mllp(lone_primary.url, tmp_path, WRITE_REPLICAS="1", WRITE_REPLICA_TIMEOUT_MS="200")
+    try:
+        with server.connect() as sock:
+            ack = exchange(sock, oru("HA-7", "HA-M1", copies(), control="HA-M1").encode())
+        assert msa(ack) == "MSA|AR|HA-M1" and "stored on the primary but not yet replicated" in ack, ack
+        assert store.connect(lone_primary.url).hexists(keys.RESULT_INDEX, "HA-M1")
+    finally:
+        stop_process(server.proc)
