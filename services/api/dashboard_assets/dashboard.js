@@ -251,7 +251,7 @@
     var pick = function (k) { return [0].concat(part[k] || []); };
     var est = pick("estimate"), lo = pick("lower"), hi = pick("upper");
     if (curve.last_time_days !== null && curve.last_time_days !== undefined) {
-      x.push(curve.last_time_days / (reference ? reference.days_per_month : 30.4375));
+      x.push(curve.last_time_days / reference.days_per_month);  // loaded before any curve is drawn
       est.push(est[est.length - 1]); lo.push(lo[lo.length - 1]); hi.push(hi[hi.length - 1]);
     }
     return { x: x, est: est, lo: lo, hi: hi };
