@@ -8,8 +8,9 @@ and compares them in constant time. Configuration (one of):
 - ``API_KEYS_FILE``: a file holding such an object (store digests there, not keys).
 
 ``python -m services.api.auth new --scopes results:write,status:read --name epic`` prints a new key
-and its digest. Every route but /healthz, /readyz, the API reference (/docs, /openapi.yaml) and
-/fhir/metadata needs a key: 401 without a valid one, 403 when the key lacks the route's scope.
+and its digest. Every route but /healthz, /readyz, the API reference (/docs, /openapi.yaml), the
+dashboard's page and files (/dashboard: it holds no data) and /fhir/metadata needs a key: 401 without a
+valid one, 403 when the key lacks the route's scope.
 Unmapped routes are refused (deny by default).
 """
 
