@@ -227,6 +227,7 @@ def tab(browser, site, tmp_path):
     t.close()
 
 
+@pytest.mark.timeout(60)  # the browser tests' bound, the server's start and seeding included
 def test_views_in_a_browser(tab, site):
     """Every view with a full key: figures equal the API's, every result drawn, no console error, no
     request to another host, and the key taken from the fragment and removed from the address bar."""
@@ -306,6 +307,7 @@ def test_views_in_a_browser(tab, site):
         page.screenshot(path=str(ROOT / "docs" / "dashboard.png"))
 
 
+@pytest.mark.timeout(60)  # the browser tests' bound, the server's start and seeding included
 def test_wrong_key_and_missing_scope_say_so(tab, site):
     page = tab.page
     tab.open("#/cohorts?key=not-a-key")

@@ -670,9 +670,13 @@
               h("td", { text: w.alive ? "yes" : "no" }), h("td", { className: "num", text: w.age_s.toFixed(1) + " s ago" }),
               h("td", { text: (w.queues || []).join(", ") }));
           }), { id: "worker-table" })),
-        h("div", { className: "scroll" }, table("Dead letters", ["Kind", "Id", "Failed at", "Error"],
+        h("div", { className: "scroll" }, table("Dead letters (newest first; retry: POST /v1/ops/dead-letters/{kind}/{id}/retry)",
+          ["Kind", "Id", "Failed at", "Error"],
           dead.length ? dead.slice(0, 100).map(function (d) {
-            return h("tr", {}, h("td", { text: d.kind }), h("td", { text: d.id }), h("td", { text: d.failed_at || "" }), h("td", { text: d.error || "" }));
+            var href = (d.kind === "patient" ? "#/patients/" : "#/cohorts/") + enc(d.id);
+            return h("tr", {}, h("td", { text: d.kind }), h("td", {}, h("a", { href: href, text: d.id })),
+              h("td", { text: new Date(d.failed_ms).toISOString().replace("T", " ").slice(0, 19) + " UTC" }),
+              h("td", { text: d.error || "" }));
           }) : [h("tr", {}, h("td", { colspan: "4", text: "None." }))], { id: "dead-table" })));
       timer = setTimeout(function () {
         if (token !== renderToken) return;
@@ -708,7 +712,11 @@
     // Into the fragment only: the browser never sends it, so the id reaches no server log as a URL.
     if (id) location.hash = "#/patients/" + enc(id);
   });
-  window.addEventListener("hashchange", route);
+  window.addEventListener("hashchange", function () {
+    route();
+    // A new view: screen readers and keyboard users start at its content, not at the link they used.
+    main.focus({ preventScroll: true });
+  });
   var resizeTimer = null;
   window.addEventListener("resize", function () {
     clearTimeout(resizeTimer);
