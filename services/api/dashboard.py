@@ -32,7 +32,6 @@ SERVED = {
     "dashboard.js": "text/javascript",
     "dashboard.css": "text/css",
 }
-ASSET_MAX_AGE_S = 3600  # the files change only with a deployment; an hour keeps an update prompt
 
 # 'self' only: no CDN, no inline script or style element, no plugin, no framing (clickjacking), no form
 # posting anywhere. uPlot sizes its elements through the CSSOM (element.style), which style-src does not
@@ -108,7 +107,9 @@ def asset(name: str) -> Response:
     if mimetype is None:
         raise Problem(404, "not-found", "Not Found", "No such dashboard asset.")
     path = ASSETS / name
-    return _secured(send_file(path, mimetype=mimetype, max_age=ASSET_MAX_AGE_S, conditional=True, etag=True))
+    # Revalidated on every load (no-cache, ETag: a 304 is a few bytes): the page is no-cache too, and a
+    # cached dashboard.js from the previous deployment must never run against the new page or API.
+    return _secured(send_file(path, mimetype=mimetype, max_age=None, conditional=True, etag=True))
 
 
 def check_assets() -> None:

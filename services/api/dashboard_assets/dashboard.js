@@ -519,7 +519,11 @@
       ctx.restore();
     }
 
-    var el = h("div", { className: "chart", role: "img", "data-points": String(kept.length),
+    // The markers drawn (detected, undetectable, withdrawn): one per result, which the tests count.
+    var drawn = [detected, undetected, withdrawn].reduce(function (n, ys) {
+      return n + ys.filter(function (v) { return v !== null; }).length;
+    }, 0);
+    var el = h("div", { className: "chart", role: "img", "data-points": String(drawn),
       "aria-label": "BCR-ABL1 IS% over time on a log axis (the results are in the table below)" });
     container.appendChild(el);
     var val = function (u, v) { return v === null ? "-" : isText(v); };
