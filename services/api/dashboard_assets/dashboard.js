@@ -682,17 +682,26 @@
               h("td", { text: new Date(d.failed_ms).toISOString().replace("T", " ").slice(0, 19) + " UTC" }),
               h("td", { text: d.error || "" }));
           }) : [h("tr", {}, h("td", { colspan: "4", text: "None." }))], { id: "dead-table" })));
-      timer = setTimeout(function () {
-        if (token !== renderToken) return;
-        // Re-render in place: the view keeps its address and focus stays where the user left it.
-        opsView(token).then(function (node) {
-          if (token !== renderToken) return;
-          var old = document.getElementById("ops");
-          if (old) old.replaceWith(node);
-        }, function (err) { showMessage(err.message); });
-      }, OPS_REFRESH_MS);
+      scheduleOps(token);
       return section;
     });
+  }
+
+  function scheduleOps(token) {
+    timer = setTimeout(function () {
+      if (token !== renderToken) return;
+      // Re-render in place: the view keeps its address and focus stays where the user left it.
+      opsView(token).then(function (node) {
+        if (token !== renderToken) return;
+        showMessage("");
+        var old = document.getElementById("ops");
+        if (old) old.replaceWith(node);
+      }, function (err) {
+        if (token !== renderToken) return;
+        showMessage(err.message + " (the figures below are from the last answer; retrying)");
+        scheduleOps(token);  // an on-call screen keeps trying through a restart of the API
+      });
+    }, OPS_REFRESH_MS);
   }
 
   // ---- wiring -------------------------------------------------------------------------------------
