@@ -430,7 +430,8 @@
 
   // ---- a patient ----------------------------------------------------------------------------------
 
-  var VERDICT = { optimal: "#2e7d32", warning: "#b26a00", failure: "#c62828" };
+  // Dark enough for 4.5:1 against their own light tint (WCAG AA for the labels drawn on the bands).
+  var VERDICT = { optimal: "#1b5e20", warning: "#7a4100", failure: "#b71c1c" };
   var LINE_COLOURS = ["#6a1b9a", "#00695c", "#1565c0", "#ad1457", "#4e342e", "#37474f"];
 
   function decades(lo, hi) {
@@ -486,7 +487,7 @@
       // ELN 2020 milestone windows, shaded by their verdict.
       windows.forEach(function (w, i) {
         var x0 = u.valToPos(seconds(w.window_from), "x", true), x1 = u.valToPos(seconds(w.window_to), "x", true);
-        var colour = VERDICT[w.assessment] || "#757575";
+        var colour = VERDICT[w.assessment] || "#595959";
         ctx.fillStyle = colour + "22";
         ctx.fillRect(x0, top, x1 - x0, height);
         ctx.fillStyle = colour;
