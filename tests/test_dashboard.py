@@ -152,6 +152,11 @@ def _seed(base: str, tag: str) -> dict:
         for k, (d, c) in enumerate(copies)
     ]  # fmt: skip
     assert http("POST", f"{base}/v1/assay-results", results)[0] == 202
+    # A result entered in error: withdrawn from every computation, still shown (and drawn) as withdrawn.
+    when = (TKI_START + timedelta(days=700)).isoformat()
+    wrong = {**results[-1], "result_id": f"{pid}-WRONG", "collected_at": when, "bcr_abl1_copies": 500}
+    assert http("POST", f"{base}/v1/assay-results", wrong)[0] == 202
+    assert http("POST", f"{base}/v1/assay-results", {**wrong, "status": "entered-in-error"})[0] == 202
     event = {"type": "tki_changed", "date": (TKI_START + timedelta(days=420)).isoformat(), "tki": "nilotinib",
              "dose_mg": 600, "reason": "intolerance"}  # fmt: skip
     assert http("POST", f"{base}/v1/patients/{pid}/events", event)[0] == 202
@@ -167,12 +172,14 @@ def _seed(base: str, tag: str) -> dict:
         code, status = http("GET", f"{base}/v1/patients/{pid}/status")
         if code != 200 or status.get("pending") or status.get("results_count") != len(copies):
             return None
+        if status.get("results_withdrawn") != 1:
+            return None
         if not any(line["tki"] == "nilotinib" for line in status["therapy"]["lines"]):
             return None
         return docs
 
     stats = wait_for(settled, 30, interval=0.2, what="the seeded cohorts and patient")
-    return {"cohorts": list(cohorts), "stats": stats, "patient": pid, "results": len(copies)}
+    return {"cohorts": list(cohorts), "stats": stats, "patient": pid, "results": len(copies) + 1}
 
 
 @pytest.fixture(scope="module")
@@ -281,6 +288,7 @@ def test_views_in_a_browser(tab, site):
     assert page.locator("#milestone-table tbody tr").count() >= 3
     assert "nilotinib" in page.inner_text("#event-table")
     assert "< " in page.inner_text("#result-table")  # the undetectable result, at its sensitivity
+    assert page.locator("#result-table tr.withdrawn").count() == 1
     tab.shot("patient")
 
     tab.open("#/ops")

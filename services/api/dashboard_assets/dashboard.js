@@ -608,7 +608,7 @@
       section.appendChild(layout);
       if (results.length) patientChart(figure, results, status, ref);
       else figure.appendChild(h("p", { text: "No result yet." }));
-      figure.appendChild(h("figcaption", { text: "Filled: detected; open: undetectable, drawn at the sensitivity the sample reached; shaded: ELN 2020 milestone windows with their verdicts; vertical lines: therapy and clinical events." }));
+      figure.appendChild(h("figcaption", { text: "Filled: detected; open: undetectable, drawn at the sensitivity the sample reached; grey at the foot of the axis: withdrawn (entered in error, never scored); shaded: ELN 2020 milestone windows with their verdicts; vertical lines: therapy and clinical events." }));
       section.appendChild(h("h3", { text: "ELN 2020 milestones" }));
       section.appendChild(h("div", { className: "scroll" }, table("Milestones from TKI start", ["Milestone", "Window", "Verdict", "Result", "Why"],
         (status.milestones || []).map(function (m) {
@@ -621,7 +621,13 @@
       section.appendChild(h("h3", { text: "Results (text equivalent of the chart)" }));
       section.appendChild(h("div", { className: "scroll" }, table("Every result, oldest first", ["Collected", "Result", "IS%", "Level", "Detected", "Sensitivity", "Status"],
         results.slice().sort(function (p, q) { return seconds(p.collected_at) - seconds(q.collected_at); }).map(function (x) {
-          var c = x.classification || {};
+          var c = x.classification;
+          if (!c) {  // withdrawn (entered in error): never scored, drawn at the foot of the axis
+            return h("tr", { className: "withdrawn" },
+              h("td", { text: String(x.collected_at).slice(0, 10) }), h("td", { text: x.result_id }),
+              h("td", { className: "num", text: "not scored" }), h("td", {}), h("td", {}), h("td", {}),
+              h("td", { text: x.withdrawn ? "withdrawn" : x.status }));
+          }
           return h("tr", { className: x.withdrawn ? "withdrawn" : null },
             h("td", { text: String(x.collected_at).slice(0, 10) }), h("td", { text: x.result_id }),
             h("td", { className: "num", text: c.detectable ? isText(c.is_percent) : "< " + isText(c.upper_is_percent) }),
