@@ -35,7 +35,8 @@ ensure_redis_server() {
   $sudo apt-get update -qq && $sudo apt-get install -y -qq redis-server >/dev/null
 }
 
-# ensure_chromium: tests/test_e2e_gunicorn.py opens /docs in headless Chromium (Debian's package).
+# ensure_chromium: tests/test_e2e_gunicorn.py opens /docs in headless Chromium (Debian's package), and
+# tests/test_dashboard.py drives it with Playwright (the test extra; it downloads no browser of its own).
 ensure_chromium() {
   if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then return 0; fi
   echo "chromium not found: installing it from the distribution's packages" >&2

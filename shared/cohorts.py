@@ -204,7 +204,26 @@ def curve(data: CohortData) -> dict:
         "last_time_days": aj["last_time_days"],
         "one_minus_km": {k: km[k] for k in keys} if km else {k: [] for k in keys},
         "aalen_johansen": {k: aj[k] for k in keys},
+        "at_risk": at_risk_table(data),
     }
+
+
+def at_risk_step_months(last_months: float) -> int:
+    """Ticks of the numbers-at-risk row: every 3 months over two years, coarser beyond (readable)."""
+    return 3 if last_months <= 24 else 6 if last_months <= 60 else 12
+
+
+def at_risk_table(data: CohortData) -> dict:
+    """Numbers at risk (follow-up time >= t) at regular ticks from 0 to the last follow-up: the row
+    printed under a published curve's axis. The curve's own ``n_at_risk`` is at endpoint times only,
+    from which the count at a tick between them (censorings) cannot be recovered."""
+    if not data.time_days.size:
+        return {"months": [], "n_at_risk": []}
+    last = float(data.time_days.max()) / DAYS_PER_MONTH
+    step = at_risk_step_months(last)
+    months = [float(m) for m in range(0, int(last) + 1, step)]
+    counts = [int((data.time_days >= m * DAYS_PER_MONTH).sum()) for m in months]
+    return {"months": months, "n_at_risk": counts}
 
 
 def compare(

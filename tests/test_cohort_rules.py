@@ -8,8 +8,10 @@ from shared.cohorts import (
     COMPETING,
     DEFAULT_DEFINITION,
     ENDPOINT,
+    at_risk_table,
     cohort_data,
     compare,
+    curve,
     follow_up_record,
     outcome,
 )
@@ -140,3 +142,15 @@ def test_compare_warns_where_the_tests_premises_fail():
     both = compare(a, b, [1], ("MR4.5", "MR4"))
     assert both["overlap"] == 1 and len(both["warnings"]) == 2
     assert "different endpoints (MR4.5, MR4)" in both["warnings"][0] and "1 patients" in both["warnings"][1]
+
+
+def test_numbers_at_risk_under_the_axis():
+    """At each tick (every 3 months over two years of follow-up) the patients whose follow-up reaches it:
+    the endpoint and censoring both end it; the curve document carries the row."""
+    dates = {"P1": "2024-02-01", "P2": "2024-05-01", "P3": "2024-09-01"}  # ~1, 4 and 8 months
+    records = {p: follow_up_record(REG, [res("a", "2024-01-01", 50), res("b", d, 1 if p != "P3" else 50)], [])
+               for p, d in dates.items()}  # fmt: skip
+    data = cohort_data(records, DEFAULT_DEFINITION)
+    assert at_risk_table(data) == {"months": [0.0, 3.0, 6.0], "n_at_risk": [3, 2, 1]}
+    assert curve(data)["at_risk"] == at_risk_table(data)
+    assert at_risk_table(cohort_data({}, DEFAULT_DEFINITION)) == {"months": [], "n_at_risk": []}

@@ -1056,6 +1056,8 @@ def _requests(pid: str) -> dict[tuple[str, str], tuple[str, dict]]:
         ("get", STATISTICS): (f"/v1/cohorts/{cohort}/statistics", {}),
         ("get", CURVE): (f"/v1/cohorts/{cohort}/curve", {}),
         ("get", COMPARE): (f"{COMPARE}?a={cohort}&b={cohort}", {}),
+        # The thresholds the dashboard draws (services/api/reference.py).
+        ("get", "/v1/reference/response-levels"): ("/v1/reference/response-levels", {}),
         ("get", QUEUES): (QUEUES, {}),
         ("get", AUDIT): (f"{AUDIT}?count=5", {}),
         ("get", DEAD_LETTERS): (DEAD_LETTERS, {}),

@@ -45,9 +45,23 @@ def create_app(settings: Settings | None = None) -> Flask:
     init_auth(app, keys)  # before the limiter: its key is the authenticated caller
     init_rate_limits(app, settings)
 
-    from services.api import cohorts, docs, fhir, health, hl7v2, ops, patients, results, tasks
+    from services.api import (
+        cohorts,
+        dashboard,
+        docs,
+        fhir,
+        health,
+        hl7v2,
+        ops,
+        patients,
+        reference,
+        results,
+        tasks,
+    )
 
-    for module in (health, docs, patients, results, hl7v2, tasks, cohorts, ops, fhir):
+    modules = (health, docs, dashboard, patients, results, hl7v2, tasks, cohorts, ops, reference, fhir)
+    for module in modules:
         app.register_blueprint(module.bp)
     docs.check_assets()
+    dashboard.check_assets()
     return app

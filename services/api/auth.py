@@ -8,8 +8,9 @@ and compares them in constant time. Configuration (one of):
 - ``API_KEYS_FILE``: a file holding such an object (store digests there, not keys).
 
 ``python -m services.api.auth new --scopes results:write,status:read --name epic`` prints a new key
-and its digest. Every route but /healthz, /readyz, the API reference (/docs, /openapi.yaml) and
-/fhir/metadata needs a key: 401 without a valid one, 403 when the key lacks the route's scope.
+and its digest. Every route but /healthz, /readyz, the API reference (/docs, /openapi.yaml), the
+dashboard's page and files (/dashboard: it holds no data) and /fhir/metadata needs a key: 401 without a
+valid one, 403 when the key lacks the route's scope.
 Unmapped routes are refused (deny by default).
 """
 
@@ -29,13 +30,14 @@ from flask import Flask, g, request
 from services.api.errors import Problem
 
 SCOPES = ("results:write", "status:read", "cohorts:write", "ops:read")
-# The probes, the API reference (/docs, its assets and /openapi.yaml) and the FHIR CapabilityStatement,
+# The probes, the API reference (/docs, its assets and /openapi.yaml), the dashboard's page and files (no
+# data: it calls the keyed API from the browser) and the FHIR CapabilityStatement,
 # which FHIR servers publish so that clients can discover them
 # (http://hl7.org/fhir/R4/http.html#capabilities): none holds patient data.
 PUBLIC = frozenset(
     {
         "health.healthz", "health.readyz", "docs.docs_page", "docs.docs_asset", "docs.openapi_yaml",
-        "fhir.metadata", "static",
+        "fhir.metadata", "static", "dashboard.page", "dashboard.asset",
     }
 )  # fmt: skip
 
@@ -55,6 +57,8 @@ REQUIRED: dict[str, frozenset[str]] = {
     "cohorts.get_statistics": frozenset({"status:read"}),
     "cohorts.get_curve": frozenset({"status:read"}),
     "cohorts.compare": frozenset({"status:read"}),
+    # The IS% and milestone bounds the dashboard draws: no patient data, but the API's, so keyed.
+    "reference.response_levels": frozenset({"status:read"}),
     "ops.queues": frozenset({"ops:read"}),
     "ops.audit": frozenset({"ops:read"}),
     "ops.dead_letters": frozenset({"ops:read"}),
