@@ -19,8 +19,10 @@ store functions against redis-servers this benchmark starts (AOF, everysec, as t
   ratio in the same run; and the replication lag: the time from a SET on the primary until a GET on the
   replica sees it, idle and under a continuous batch load from another process (p50/p99).
 
-    python bench/capacity.py [--patients 1000,10000] [--results-per-patient 40] [--rounds 3]
-                             [--batches 10] [--out capacity.json]
+    python bench/capacity.py [--patients 1000,5000] [--results-per-patient 40] [--rounds 3]
+                             [--batches 10] [--memory-only] [--out capacity.json]
+
+About 85 s on 2 cores with the defaults; ``--patients 10000 --memory-only`` about 90 s.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import memory  # noqa: E402
 from recompute import result  # noqa: E402
 
-from shared import intake, keys, store  # noqa: E402
+from shared import documents, intake, keys, store, work  # noqa: E402
 from shared.config import load_settings  # noqa: E402
 from shared.queue import PATIENT_QUEUE, make_celery  # noqa: E402
 from tests.procs import RedisServer, free_port, stop_process, wait_for  # noqa: E402
@@ -180,7 +182,9 @@ class Writer:
         n = 0
         for docs in docs_batches:
             self.reset_follow_up()
-            audit = intake.audit_record("bench", "POST /v1/assay-results", result_ids=[d["result_id"] for d in docs])
+            audit = intake.audit_record(
+                "bench", "POST /v1/assay-results", result_ids=[d["result_id"] for d in docs]
+            )
             cpu0 = main_cpu(self.r)
             t = time.perf_counter()
             intake.submit_results(self.r, self.celery, docs, audit, 86400, follow_in_script=True)
@@ -197,6 +201,25 @@ class Writer:
         if waits:
             doc["wait_ms_p50"], doc["wait_ms_p99"] = pct(waits, 0.5), pct(waits, 0.99)
         return doc
+
+
+def measure_recompute(r, pids: list[str]) -> dict:
+    """Every patient recomputed once with the worker's calls (services/worker/patients.py ``_recompute``:
+    ``work.claim_patient``, ``documents.patient_documents``, ``store.commit_status``): the Redis
+    main-thread CPU a recompute costs, and its wall time in this client (a first sight of the results:
+    every one parsed and scored, as a fresh worker)."""
+    cpu0, wall0 = main_cpu(r), time.perf_counter()
+    done = 0
+    for pid in pids:
+        dirty, data = work.claim_patient(r, pid)
+        if dirty and data is not None:
+            status, timeline, record = documents.patient_documents(data)
+            store.commit_status(r, data, status, timeline, record)
+            done += 1
+    wall, cpu = time.perf_counter() - wall0, main_cpu(r) - cpu0
+    results = len(r.hkeys(keys.results(pids[0])))
+    return {"patients": done, "results_per_patient": results, "redis_cpu_ms_per_recompute": cpu / done * 1e3,
+            "wall_ms_per_recompute": wall / done * 1e3}  # fmt: skip
 
 
 def script_ms(r) -> float | None:
@@ -258,7 +281,10 @@ def probe_lag(primary, replica, probes: int) -> dict:
 
 
 def run(args, tmp: Path) -> dict:
-    out: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": f"{os.cpu_count()} cores"}
+    out: dict = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{os.cpu_count()} cores",
+    }
     out["load_average_before"] = os.getloadavg()[0]
     out["memory"] = []
     for i, patients in enumerate(args.patients):
@@ -266,12 +292,18 @@ def run(args, tmp: Path) -> dict:
         server.start()
         try:
             out["memory"].append(measure_memory(server, patients, args.results_per_patient))
-            if i == 0:
+            if i == 0 and not args.memory_only:
                 out["reads"] = measure_reads(server.url, patients, args.read_seconds)
-                out["reads"]["patients"], out["reads"]["results_per_patient"] = patients, args.results_per_patient
+                out["reads"]["patients"], out["reads"]["results_per_patient"] = (
+                    patients,
+                    args.results_per_patient,
+                )
         finally:
             server.stop()
 
+    if args.memory_only:
+        out["load_average_after"] = os.getloadavg()[0]
+        return out
     server = RedisServer(tmp / "write")
     server.start()
     replica_proc = None
@@ -291,6 +323,7 @@ def run(args, tmp: Path) -> dict:
             "redis_cpu_ms_per_1000": statistics.median(x["redis_cpu_ms_per_1000"] for x in rounds),
             "script_ms_per_batch": script_ms(writer.r),
         }
+        out["recompute"] = measure_recompute(writer.r, pids)
 
         replica_proc, replica_port = start_replica(tmp / "replica", server.port)
         replica = store.connect(f"redis://127.0.0.1:{replica_port}/0")
@@ -337,11 +370,13 @@ def table(doc: dict) -> str:
         scale = f"{m['patients']:,} x {m['results_per_patient']}"
         rows += [
             f"| memory, {scale}: bytes per result | {m['bytes_per_result']:.0f} |",
-            f"| memory, {scale}: fixed bytes per patient (before any result) | {m['fixed_bytes_per_patient']:.0f} |",
-            f"| memory, {scale}: bytes per patient, all included | {m['bytes_per_patient_all_included']:.0f} |",
+            f"| memory, {scale}: fixed bytes per patient | {m['fixed_bytes_per_patient']:.0f} |",
+            f"| memory, {scale}: bytes per patient, all in | {m['bytes_per_patient_all_included']:.0f} |",
             f"| memory, {scale}: fragmentation ratio / AOF bytes per result | "
             f"{m['fragmentation_ratio']:.2f} / {m['aof_bytes'] / m['results']:.0f} |",
         ]
+    if "reads" not in doc:
+        return "\n".join(rows)
     rd = doc["reads"]
     for name in ("status_get", "status_get_pipelined_100", "timeline_read"):
         x = rd[name]
@@ -356,7 +391,13 @@ def table(doc: dict) -> str:
         f"| writes: Redis main-thread CPU ms per 1,000 results | {w['redis_cpu_ms_per_1000']:.1f} |",
         f"| writes: script time per batch (commandstats) | {w['script_ms_per_batch']:.1f} ms |",
     ]
+    rc = doc["recompute"]
+    rows.append(
+        f"| recompute ({rc['results_per_patient']} results, cold): Redis CPU / wall per patient | "
+        f"{rc['redis_cpu_ms_per_recompute']:.2f} / {rc['wall_ms_per_recompute']:.2f} ms |"
+    )
     rp = doc["replication"]
+    loaded = rp["lag_under_writes"]
     rows += [
         f"| with a replica: results/s without / with WAIT 1 | {rp['plain_results_per_s']:,.0f} / "
         f"{rp['wait_results_per_s']:,.0f} |",
@@ -365,20 +406,21 @@ def table(doc: dict) -> str:
         f"| WAIT 1 after a batch: p50 / p99 | {rp['wait_ms_p50']:.2f} / {rp['wait_ms_p99']:.2f} ms |",
         f"| replica sees a write, idle: p50 / p99 / max | {rp['lag_idle']['p50_ms']:.2f} / "
         f"{rp['lag_idle']['p99_ms']:.2f} / {rp['lag_idle']['max_ms']:.2f} ms |",
-        f"| replica sees a write, under batch writes: p50 / p99 / max | {rp['lag_under_writes']['p50_ms']:.2f} / "
-        f"{rp['lag_under_writes']['p99_ms']:.2f} / {rp['lag_under_writes']['max_ms']:.2f} ms |",
+        f"| replica sees a write, under batch writes: p50 / p99 / max | {loaded['p50_ms']:.2f} / "
+        f"{loaded['p99_ms']:.2f} / {loaded['max_ms']:.2f} ms |",
     ]
     return "\n".join(rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--patients", default="1000,10000", help="comma-separated scales, e.g. 1000,10000")
+    parser.add_argument("--patients", default="1000,5000", help="comma-separated scales, e.g. 1000,10000")
     parser.add_argument("--results-per-patient", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batches", type=int, default=10, help="batches of 1,000 per write round")
     parser.add_argument("--read-seconds", type=float, default=3.0)
     parser.add_argument("--probes", type=int, default=200)
+    parser.add_argument("--memory-only", action="store_true", help="only the memory scales")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
     args.patients = [int(x) for x in args.patients.split(",") if x]
