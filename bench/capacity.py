@@ -23,7 +23,7 @@ store functions against redis-servers this benchmark starts (AOF, everysec, as t
                              [--batches 8] [--memory-only] [--out capacity.json]
 
 About 70 s on 2 cores with the defaults, quiet (two minutes at a load average of 8);
-``--patients 10000 --memory-only`` about 90 s.
+``--patients 10000 --memory-only`` 140 s at a load average of 8.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ BENCH = Path(__file__).resolve().parent
 # In the order of bench/README.md: the read path first, the long whole-service runs last.
 ALL = (
     "read_path", "write_path", "recompute", "memory", "pending_write", "durability", "freshness",
-    "freshness_steady", "stats_bench", "cohort_refresh", "burst", "import_history",
+    "freshness_steady", "stats_bench", "cohort_refresh", "burst", "import_history", "capacity",
 )  # fmt: skip
 
 
