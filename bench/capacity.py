@@ -1,5 +1,6 @@
 """What one Redis primary holds and serves (issue 12, docs/scaling.md), measured with the service's own
-store functions against redis-servers this benchmark starts (AOF, everysec, as tests/procs.py), no HTTP:
+store functions against redis-servers this benchmark starts (AOF, everysec as tests/procs.py, or
+``--appendfsync always`` as deployed), no HTTP:
 
 - memory: N patients x M results loaded by ``bench/memory.py``'s ``load`` (registrations, a first status
   each, results through ``store.store_results`` with the API's audit entry, every patient recomputed
@@ -20,7 +21,8 @@ store functions against redis-servers this benchmark starts (AOF, everysec, as t
   replica sees it, idle and under a continuous batch load from another process (p50/p99).
 
     python bench/capacity.py [--patients 1000,4000] [--results-per-patient 40] [--rounds 3]
-                             [--batches 8] [--memory-only] [--out capacity.json]
+                             [--batches 8] [--appendfsync everysec|always] [--memory-only]
+                             [--out capacity.json]
 
 About 70 s on 2 cores with the defaults, quiet (two minutes at a load average of 8);
 ``--patients 10000 --memory-only`` 140 s at a load average of 8.
@@ -231,13 +233,13 @@ def script_ms(r) -> float | None:
 # --- replication -------------------------------------------------------------------------------
 
 
-def start_replica(workdir: Path, primary_port: int) -> tuple[subprocess.Popen, int]:
+def start_replica(workdir: Path, primary_port: int, appendfsync: str) -> tuple[subprocess.Popen, int]:
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
     cmd = [
         binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir), "--save", "",
-        "--appendonly", "yes", "--appendfsync", "everysec", "--logfile", str(workdir / "redis.log"),
+        "--appendonly", "yes", "--appendfsync", appendfsync, "--logfile", str(workdir / "redis.log"),
         "--replicaof", "127.0.0.1", str(primary_port),
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -289,11 +291,12 @@ def run(args, tmp: Path) -> dict:
     out: dict = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{os.cpu_count()} cores",
+        "appendfsync": args.appendfsync,
     }
     out["load_average_before"] = os.getloadavg()[0]
     out["memory"] = []
     for i, patients in enumerate(args.patients):
-        server = RedisServer(tmp / f"mem-{patients}")
+        server = RedisServer(tmp / f"mem-{patients}", args.appendfsync)
         server.start()
         try:
             out["memory"].append(measure_memory(server, patients, args.results_per_patient))
@@ -309,7 +312,7 @@ def run(args, tmp: Path) -> dict:
     if args.memory_only:
         out["load_average_after"] = os.getloadavg()[0]
         return out
-    server = RedisServer(tmp / "write")
+    server = RedisServer(tmp / "write", args.appendfsync)
     server.start()
     replica_proc = None
     try:
@@ -330,7 +333,7 @@ def run(args, tmp: Path) -> dict:
         }
         out["recompute"] = measure_recompute(writer.r, pids)
 
-        replica_proc, replica_port = start_replica(tmp / "replica", server.port)
+        replica_proc, replica_port = start_replica(tmp / "replica", server.port, args.appendfsync)
         replica = store.connect(f"redis://127.0.0.1:{replica_port}/0")
         plain, waited = [], []
         for k in range(args.rounds):
@@ -426,6 +429,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=8, help="batches of 1,000 per write round")
     parser.add_argument("--read-seconds", type=float, default=3.0)
     parser.add_argument("--probes", type=int, default=200)
+    parser.add_argument("--appendfsync", default="everysec", choices=("everysec", "always"),
+                        help="every server's AOF fsync policy (docker-compose deploys always)")  # fmt: skip
     parser.add_argument("--memory-only", action="store_true", help="only the memory scales")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
@@ -435,7 +440,8 @@ def main() -> None:
         doc = run(args, Path(tmp))
     doc["seconds"] = time.perf_counter() - started
     print(table(doc))
-    print(f"\n{doc['date']}, {doc['machine']}, load average {doc['load_average_before']:.1f} before, "
+    print(f"\n{doc['date']}, {doc['machine']}, appendfsync {doc['appendfsync']}, "
+          f"load average {doc['load_average_before']:.1f} before, "
           f"{doc['load_average_after']:.1f} after, {doc['seconds']:.0f} s")  # fmt: skip
     if args.out:
         args.out.write_text(json.dumps(doc, indent=2) + "\n")
