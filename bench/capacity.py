@@ -24,8 +24,8 @@ store functions against redis-servers this benchmark starts (AOF, everysec as te
                              [--batches 8] [--appendfsync everysec|always] [--memory-only]
                              [--out capacity.json]
 
-About 70 s on 2 cores with the defaults, quiet (two minutes at a load average of 8);
-``--patients 10000 --memory-only`` 140 s at a load average of 8.
+On 2 cores shared with other sessions (load average 5 to 11, 2026-12-01): 83-164 s with the defaults,
+130-156 s with ``--appendfsync always``, 105-141 s with ``--patients 10000 --memory-only``.
 """
 
 from __future__ import annotations
