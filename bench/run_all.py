@@ -21,6 +21,7 @@ BENCH = Path(__file__).resolve().parent
 ALL = (
     "read_path", "write_path", "recompute", "memory", "pending_write", "durability", "freshness",
     "freshness_steady", "stats_bench", "cohort_refresh", "cohort_scale", "burst", "import_history",
+    "capacity",
 )  # fmt: skip
 
 
