@@ -33,6 +33,7 @@ PATIENT_QUEUE = "patients"
 COHORT_QUEUE = "cohorts"
 QUEUES = (PATIENT_QUEUE, COHORT_QUEUE)
 TASK_FOR_KIND = {"patient": RECOMPUTE_PATIENT, "cohort": REFRESH_COHORT}
+QUEUE_FOR_KIND = {"patient": PATIENT_QUEUE, "cohort": COHORT_QUEUE}
 
 
 def task_queues() -> list[Queue]:

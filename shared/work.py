@@ -14,7 +14,7 @@ import orjson
 import redis
 
 from shared import keys
-from shared.queue import QUEUES
+from shared.queue import QUEUE_FOR_KIND, QUEUES
 from shared.store import (
     PENDING_LUA,
     PatientData,
@@ -54,8 +54,21 @@ def claim_patient(r: redis.Redis, patient_id: str) -> tuple[bool, PatientData | 
 # --- the sweeper: tasks are hints ----------------------------------------------------------------
 
 _SWEEP = """
--- KEYS[1] dirty, [2] enqueued; ARGV[1] now ms, [2] age ms, [3] limit
+-- KEYS[1] dirty, [2] enqueued, [3] the kind's queue (a kombu list); ARGV[1] now ms, [2] age ms, [3] limit
 local cutoff = tonumber(ARGV[1]) - tonumber(ARGV[2])
+-- A task enqueued after the oldest message still waiting may itself be waiting: it is behind a
+-- backlog, not lost. Kombu LPUSHes and BRPOPs, so the list's last element is the oldest; every
+-- message carries its enqueue time (shared.queue). Without this bound, a backlog older than the age
+-- had every dirty item requeued each sweep, and the duplicates grew the backlog they were waiting
+-- behind (a 1,000,000-result import queued 257,000 messages: bench/README.md, issue 11).
+local head = redis.call('LINDEX', KEYS[3], -1)
+if head then
+  local ok, message = pcall(cjson.decode, head)
+  if ok and type(message) == 'table' and type(message['headers']) == 'table' then
+    local stamp = tonumber(message['headers']['enqueued_ms'])
+    if stamp and stamp - 1 < cutoff then cutoff = stamp - 1 end
+  end
+end
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff, 'LIMIT', 0, tonumber(ARGV[3]))
 local out = {}
 for _, pid in ipairs(due) do
@@ -70,11 +83,13 @@ return out
 
 
 def due_for_requeue(r: redis.Redis, kind: str, older_than_s: float, limit: int = 1000) -> list[str]:
-    """Dirty patients or cohorts pending longer than ``older_than_s`` with no task enqueued since:
-    their task was lost (a killed worker, a crash between write and enqueue)."""
+    """Dirty patients or cohorts pending longer than ``older_than_s`` with no task enqueued since,
+    nor since the oldest message still waiting in their queue: their task was lost (a killed worker,
+    a crash between write and enqueue), not merely behind others."""
     reply = r.eval(
-        _SWEEP, 2, keys.DIRTY[kind], keys.ENQUEUED[kind], now_ms(), int(older_than_s * 1000), limit
-    )
+        _SWEEP, 3, keys.DIRTY[kind], keys.ENQUEUED[kind], QUEUE_FOR_KIND[kind], now_ms(),
+        int(older_than_s * 1000), limit,
+    )  # fmt: skip
     return [_decode(p) for p in reply]
 
 

@@ -19,7 +19,7 @@ from celery.signals import worker_ready, worker_shutdown
 from services.worker import app, settings
 from services.worker.redis_client import redis_client
 from shared import documents, work
-from shared.queue import TASK_FOR_KIND, send
+from shared.queue import RECOMPUTE_PATIENTS, TASK_FOR_KIND, TaskMessages, send
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()
@@ -37,14 +37,23 @@ def consumed_queues(consumer: object) -> list[str]:
     return sorted(app.amqp.queues.consume_from)
 
 
+def _messages(kind: str, due: list[str]) -> list[str | list[str]]:
+    """Patients go a hundred to a message, as the writes send them: a rules change marks every patient
+    dirty at once, and a message each would cost Celery's per-message work once per patient."""
+    if kind != "patient":
+        return list(due)
+    step = TaskMessages.PATIENTS_PER_MESSAGE
+    return [due[start : start + step] for start in range(0, len(due), step)]
+
+
 def sweep_once(worker: str, queues: Sequence[str]) -> int:
     r = redis_client()
     work.heartbeat(r, worker, queues)
     requeued = 0
     for kind, task in TASK_FOR_KIND.items():
         due = work.due_for_requeue(r, kind, settings.requeue_after_s)
-        for item_id in due:
-            send(app, task, item_id)
+        for message in _messages(kind, due):
+            send(app, task if isinstance(message, str) else RECOMPUTE_PATIENTS, message)
         if due:
             log.info("sweeper requeued %d dirty %ss", len(due), kind)
         requeued += len(due)
