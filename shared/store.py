@@ -20,7 +20,7 @@ from typing import TypeVar
 
 import orjson
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -68,13 +68,24 @@ def connect_for_requests(url: str, **extra: object) -> redis.Redis:
     )  # fmt: skip
 
 
+def sentinel_retry() -> Retry:
+    """No retry of a sentinel: the next sentinel is the retry (shared.queue passes it to kombu too)."""
+    return Retry(NoBackoff(), 0)
+
+
 def _sentinel_master(
     settings: Settings, socket_timeout: float, connect_timeout: float, retries: int
 ) -> redis.Redis:
     """A client of the primary the sentinels name, asked again after every connection error, so it
     follows a failover by itself (design-notes.md, "Replication and failover"). The sentinels are
-    asked with the same bounds as the data: a dead sentinel costs one connect timeout, then the next."""
-    sentinel_kwargs: dict = {"socket_timeout": socket_timeout, "socket_connect_timeout": connect_timeout}
+    asked with the same bounds as the data and no retry (redis-py 8's default retries each sentinel
+    with a back-off: a refused sentinel listed first cost a write seconds): a dead sentinel costs one
+    connect timeout, then the next is asked."""
+    sentinel_kwargs: dict = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": connect_timeout,
+        "retry": sentinel_retry(),
+    }
     if settings.redis_sentinel_password:
         sentinel_kwargs["password"] = settings.redis_sentinel_password
     sentinel = Sentinel(list(settings.redis_sentinels), sentinel_kwargs=sentinel_kwargs)
@@ -160,6 +171,13 @@ def replicate_or_raise(pinned: redis.Redis, replication: Replication) -> int:
     try:
         conn.send_command("WAIT", replication.replicas, replication.timeout_ms)
         confirmed = int(conn.read_response(timeout=replication.timeout_ms / 1000 + REQUEST_SOCKET_TIMEOUT_S))
+    except redis.exceptions.ResponseError as exc:
+        # The primary was demoted (a failover, REPLICAOF) while or before WAIT ran: Redis answers the
+        # blocked WAIT "UNBLOCKED ... instance state changed (master -> replica?)", or a WAIT sent after
+        # "ERR WAIT cannot be used with replica instances". Whether the write survives is unknown: the
+        # store is unavailable for a while (503, retry), not a fault of the request.
+        conn.disconnect()
+        raise redis.exceptions.ConnectionError(f"primary demoted during WAIT: {exc}") from exc
     except BaseException:
         conn.disconnect()  # a reply may still be on its way: never hand this connection to another call
         raise

@@ -6,6 +6,8 @@ saying the write is stored on the primary only; the retry of the same content is
 from __future__ import annotations
 
 import dataclasses
+import signal
+import threading
 import time
 
 import orjson
@@ -271,3 +273,115 @@ def test_mllp_answers_ar_saying_stored_not_replicated(lone_primary, tmp_path):
         assert store.connect(lone_primary.url).hexists(keys.RESULT_INDEX, "HA-M1")
     finally:
         stop_process(server.proc)
+
+
+# --- review fixes: WAIT on the writing connection, a demotion during WAIT, a dead sentinel ----------
+
+
+@pytest.fixture
+def stalled_replica(tmp_path, monkeypatch):
+    """A primary and its replica, in sync (the replica has acknowledged the primary's offset), then the
+    replica SIGSTOPped: still connected, confirming nothing new. WRITE_REPLICAS=1 on the primary."""
+    primary = RedisServer(tmp_path / "primary", appendfsync="always")
+    primary.extra = ["--repl-diskless-sync-delay", "0"]
+    primary.start()
+    replica = RedisServer(tmp_path / "replica", replicaof=primary.port)
+    try:
+        replica.start()
+        r = redis.Redis(port=primary.port)
+        monkeypatch.setenv("REDIS_URL", primary.url)
+        register(create_app(dataclasses.replace(load_settings(), write_replicas=0)).test_client(), "HA-8")
+
+        def acked() -> bool:  # the replica has confirmed everything written so far
+            info = r.info("replication")
+            return info.get("slave0", {}).get("offset") == info["master_repl_offset"]
+
+        from tests.procs import wait_for
+
+        wait_for(acked, 10, what="the replica to acknowledge the primary's offset")
+        replica.proc.send_signal(signal.SIGSTOP)
+        monkeypatch.setenv("WRITE_REPLICAS", "1")
+        yield primary, replica
+    finally:
+        if replica.proc:
+            replica.proc.send_signal(signal.SIGCONT)
+        replica.stop()
+        primary.stop()
+
+
+def test_wait_runs_on_the_writing_connection(stalled_replica):
+    """WAIT 1 on a connection that wrote nothing since the replica stopped returns 1 at once (the
+    replica acknowledged every earlier offset); on the connection that wrote it waits for the new
+    offset, which the stopped replica never confirms: NotReplicated, and through the API 503
+    not-replicated, not a 202."""
+    primary, _ = stalled_replica
+    assert redis.Redis(port=primary.port).wait(1, 200) == 1, "a fresh connection's WAIT counts the replica"
+    # The store's own: the pool holds idle connections opened before the write (their WAIT would count
+    # the replica); the write takes one of them, and its WAIT must run on that one.
+    r = store.connect_for_requests(primary.url)
+    idle = [r.connection_pool.get_connection() for _ in range(2)]
+    for conn in idle:
+        r.connection_pool.release(conn)
+    with pytest.raises(store.NotReplicated), store.replicated(r, store.Replication(1, 300)) as w:
+        w.set("cml:test:ha", "1")
+    client = create_app(dataclasses.replace(load_settings(), write_replica_timeout_ms=300)).test_client()
+    resp = client.post("/v1/assay-results", json=result("HA-8", "HA-W1"))
+    body = resp.get_json()
+    assert resp.status_code == 503 and body["type"] == "/problems/not-replicated", body
+    assert body["replicas_confirmed"] == 0
+
+
+def test_primary_demoted_during_wait_is_503_not_500(stalled_replica, tmp_path):
+    """REPLICAOF (what a failover does to the old primary) while a write's WAIT blocks: Redis answers the
+    WAIT "UNBLOCKED ... (master -> replica?)". The write's outcome is unknown: 503 store-unavailable
+    with Retry-After, never a 500. A write sent once the primary is a replica is refused READONLY: 503."""
+    primary, _ = stalled_replica
+    other = RedisServer(tmp_path / "other")
+    other.start()
+    try:
+        client = create_app(dataclasses.replace(load_settings(), write_replica_timeout_ms=3000)).test_client()
+        demote = threading.Timer(
+            0.5, lambda: redis.Redis(port=primary.port).replicaof("127.0.0.1", other.port)
+        )
+        demote.start()
+        started = time.monotonic()
+        resp = client.post("/v1/assay-results", json=result("HA-8", "HA-D1"))
+        demote.join()
+        assert time.monotonic() - started < 2.5, "the demotion ends the WAIT, not its 3 s timeout"
+        body = resp.get_json()
+        assert resp.status_code == 503 and resp.headers["Retry-After"], body
+        assert body["type"] == "/problems/store-unavailable", body
+        # A write sent to the demoted primary is refused READONLY: 503 too.
+        resp = client.post("/v1/assay-results", json=result("HA-8", "HA-D2"))
+        assert resp.status_code == 503 and resp.get_json()["type"] == "/problems/store-unavailable"
+    finally:
+        other.stop()
+
+
+def test_a_dead_sentinel_listed_first_costs_no_retries(tmp_path, monkeypatch):
+    """A refused sentinel first in REDIS_SENTINELS: the API's first write, and the worker's broker
+    connection, go on to the next sentinel at once (no retry with back-off of the dead one)."""
+    from tests.procs import free_port
+
+    ha = SentinelSet(tmp_path, replicas=1)
+    try:
+        ha.start()
+        for name, value in ha.env.items():
+            monkeypatch.setenv(name, value)
+        dead = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()},"
+        monkeypatch.setenv("REDIS_SENTINELS", dead + ha.env["REDIS_SENTINELS"])
+        settings = load_settings()
+        client = create_app(settings).test_client()
+        started = time.monotonic()
+        status = client.put("/v1/patients/HA-9", json={"cohorts": ["HA"], "enrolled_on": "2024-01-01"})
+        assert status.status_code == 201, status.get_json()
+        assert time.monotonic() - started < 2, f"first write took {time.monotonic() - started:.1f} s"
+        # The worker's side: kombu's Sentinel transport asks the same sentinels.
+        app = make_celery(settings)
+        started = time.monotonic()
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1)
+            conn.default_channel.client.ping()
+        assert time.monotonic() - started < 2, f"the broker took {time.monotonic() - started:.1f} s"
+    finally:
+        ha.stop()
