@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 
 def _int(name: str, default: int) -> int:
@@ -39,6 +39,16 @@ def sentinel_broker_url(sentinels: tuple[tuple[str, int], ...], password: str | 
     password in each is the primary's; the sentinels' own goes in ``sentinel_kwargs``)."""
     auth = f":{quote(password, safe='')}@" if password else ""
     return ";".join(f"sentinel://{auth}{host}:{port}" for host, port in sentinels)
+
+
+def with_password(url: str, password: str | None) -> str:
+    """``url`` with REDIS_PASSWORD in it when it names a Redis and carries no credentials of its own
+    (the default broker and result backend are REDIS_URL: without this they would connect without the
+    password the data store's client sends). A URL with a user or password is left as it is."""
+    parts = urlsplit(url)
+    if not password or parts.scheme not in ("redis", "rediss") or "@" in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=f":{quote(password, safe='')}@{parts.netloc}"))
 
 
 def _non_negative(name: str, default: int) -> int:
@@ -127,7 +137,7 @@ class Settings:
         """The broker URL that is the data store itself: REDIS_URL, or kombu's ``sentinel://`` list of
         the same sentinels (kombu takes one URL per sentinel, separated by ``;``)."""
         if not self.sentinel:
-            return self.redis_url
+            return with_password(self.redis_url, self.redis_password)
         return sentinel_broker_url(self.redis_sentinels, self.redis_password)
 
 
@@ -143,11 +153,12 @@ def load_settings() -> Settings:
         # WAIT n 0 blocks until n replicas answer, for ever: a request would hang with its replica.
         raise ValueError("WRITE_REPLICA_TIMEOUT_MS must be > 0 when WRITE_REPLICAS is set")
     password = os.environ.get("REDIS_PASSWORD") or None
-    store_broker = sentinel_broker_url(sentinels, password) if sentinels else redis_url
+    authed_url = with_password(redis_url, password)
+    store_broker = sentinel_broker_url(sentinels, password) if sentinels else authed_url
     # Under Sentinel the result backend is off: results are ignored (task_ignore_result) and nobody
     # reads them (work is tracked in Redis: GET /v1/tasks/{id}), so a second failover-aware client
     # would buy nothing.
-    backend_default = "" if sentinels else redis_url
+    backend_default = "" if sentinels else authed_url
     return Settings(
         redis_url=redis_url,
         broker_url=os.environ.get("CELERY_BROKER_URL", store_broker),

@@ -74,6 +74,28 @@ def test_defaults_keep_the_single_redis(monkeypatch):
     assert not s.sentinel and s.write_replicas == 0 and s.broker_url == s.redis_url and same_redis(s)
 
 
+def test_redis_password_reaches_the_default_broker_and_backend(monkeypatch):
+    """Without sentinels the broker and result backend default to REDIS_URL: REDIS_PASSWORD goes into
+    them (escaped), unless the URL carries credentials of its own or CELERY_* names another."""
+    for name in ("REDIS_SENTINELS", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REDIS_URL", "redis://redis:6379/0")
+    monkeypatch.setenv("REDIS_PASSWORD", "p@ss:w/rd")
+    s = load_settings()
+    assert s.broker_url == s.result_backend == "redis://:p%40ss%3Aw%2Frd@redis:6379/0"
+    assert same_redis(s), "the broker is still the data store: the write's script enqueues"
+    assert make_celery(s).connection_for_write().as_uri(include_password=True) == s.broker_url
+    monkeypatch.setenv("REDIS_URL", "redis://:own@redis:6379/0")
+    s = load_settings()
+    assert s.broker_url == s.result_backend == "redis://:own@redis:6379/0"
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://broker:6379/1")
+    assert load_settings().broker_url == "redis://broker:6379/1"
+    monkeypatch.delenv("REDIS_PASSWORD")
+    monkeypatch.setenv("REDIS_URL", "redis://redis:6379/0")
+    monkeypatch.delenv("CELERY_BROKER_URL")
+    assert load_settings().broker_url == "redis://redis:6379/0"
+
+
 def test_every_client_follows_the_sentinels(tmp_path, monkeypatch):
     """The store, the rate limiter's client and the worker's all come from connect_from_settings: with
     sentinels set they reach the primary the sentinels name, whatever REDIS_URL says."""
