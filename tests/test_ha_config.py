@@ -279,6 +279,51 @@ def test_hot_reads_use_the_read_replica_and_fall_back_to_the_primary(tmp_path, m
         primary.stop()
 
 
+def test_a_failed_read_replica_is_skipped_for_a_while(tmp_path, monkeypatch):
+    """A stalled read replica (SIGSTOP) costs one GET its read timeout; the next GETs go to the primary at
+    once, without touching the replica, until the back-off ends; then the replica is read again."""
+    primary = RedisServer(tmp_path / "primary")
+    primary.extra = ["--repl-diskless-sync-delay", "0"]
+    primary.start()
+    replica = RedisServer(tmp_path / "replica", replicaof=primary.port)
+    try:
+        replica.start()
+        monkeypatch.setenv("REDIS_URL", primary.url)
+        monkeypatch.setenv("REDIS_READ_URL", replica.url)
+        monkeypatch.setattr(store, "REPLICA_BACKOFF_S", 3.0)
+        client = create_app(load_settings()).test_client()
+        register(client, "HA-10")
+        stats = redis.Redis(port=replica.port)
+
+        def gets() -> int:
+            return int(stats.info("commandstats").get("cmdstat_get", {}).get("calls", 0))
+
+        assert client.get("/v1/patients/HA-10/status").status_code == 200
+        before = gets()
+        replica.proc.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        assert client.get("/v1/patients/HA-10/status").status_code == 200  # the primary, after a timeout
+        assert time.monotonic() - started < 2
+        started = time.monotonic()
+        for _ in range(5):
+            assert client.get("/v1/patients/HA-10/status").status_code == 200
+            assert client.get("/v1/patients/HA-10/results").status_code == 200
+        assert time.monotonic() - started < 0.5, "the replica is skipped, not waited for, on each read"
+        replica.proc.send_signal(signal.SIGCONT)
+        # The stalled GET may still run once the replica resumes; the skipped reads never reached it.
+        time.sleep(0.3)
+        resumed = gets()
+        assert resumed <= before + 1, "only the first read tried the replica"
+        time.sleep(3.0)
+        assert client.get("/v1/patients/HA-10/status").status_code == 200
+        assert gets() == resumed + 1, "after the back-off the replica is read again"
+    finally:
+        if replica.proc:
+            replica.proc.send_signal(signal.SIGCONT)
+        replica.stop()
+        primary.stop()
+
+
 def test_mllp_answers_ar_saying_stored_not_replicated(lone_primary, tmp_path):
     """The MLLP listener, as a process: the same ACK as HTTP (AR, the ERR saying stored, not replicated)."""
     from tests.interop.hl7_messages import copies, oru
