@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
+import weakref
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -855,7 +856,8 @@ def commit_status(
 # A read replica that failed is left alone for this long (per process): the reads meanwhile go to the
 # primary at once instead of each paying the replica's connect or read timeout (0.5 s, 1 s).
 REPLICA_BACKOFF_S = 5.0
-_replica_bad_until: dict[int, float] = {}  # id(replica client) -> time.monotonic() it may be tried again
+# replica client -> time.monotonic() it may be tried again (weak: a client dropped takes its mark along)
+_replica_bad_until: weakref.WeakKeyDictionary[redis.Redis, float] = weakref.WeakKeyDictionary()
 
 
 def read_preferring(replica: redis.Redis | None, primary: redis.Redis, read: Callable[[redis.Redis], T]) -> T:
@@ -864,7 +866,7 @@ def read_preferring(replica: redis.Redis | None, primary: redis.Redis, read: Cal
     its replication lag (README, "Configuration"). A replica down, stalled, loading, or cut off from its
     primary with ``replica-serve-stale-data no`` (MASTERDOWN) hands the read to the primary, and the
     process's reads skip the replica for REPLICA_BACKOFF_S before trying it again."""
-    if replica is not None and _replica_bad_until.get(id(replica), 0.0) <= time.monotonic():
+    if replica is not None and _replica_bad_until.get(replica, 0.0) <= time.monotonic():
         try:
             return read(replica)
         except (
@@ -873,7 +875,7 @@ def read_preferring(replica: redis.Redis | None, primary: redis.Redis, read: Cal
             redis.exceptions.MasterDownError,
         ):
             # the primary answers, as without a replica; so do the next reads for a while
-            _replica_bad_until[id(replica)] = time.monotonic() + REPLICA_BACKOFF_S
+            _replica_bad_until[replica] = time.monotonic() + REPLICA_BACKOFF_S
     return read(primary)
 
 
