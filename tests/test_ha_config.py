@@ -421,6 +421,14 @@ def test_primary_demoted_during_wait_is_503_not_500(stalled_replica, tmp_path):
         # A write sent to the demoted primary is refused READONLY: 503 too.
         resp = client.post("/v1/assay-results", json=result("HA-8", "HA-D2"))
         assert resp.status_code == 503 and resp.get_json()["type"] == "/problems/store-unavailable"
+        # WAIT sent to an instance already a replica: "ERR WAIT cannot be used with replica instances",
+        # which the store raises as a connection error (outcome unknown), not a plain ResponseError.
+        r = store.connect_for_requests(primary.url)
+        with (
+            pytest.raises(redis.exceptions.ConnectionError, match="primary demoted during WAIT"),
+            store.replicated(r, store.Replication(1, 300)) as w,
+        ):
+            w.get("cml:test:ha")
     finally:
         other.stop()
 
