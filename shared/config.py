@@ -123,6 +123,8 @@ class Settings:
     redis_sentinel_password: str | None = None
     # A replica the hot reads (status, timeline) may use; stale by at most the replication lag.
     redis_read_url: str | None = None
+    # Under Sentinel, REDIS_READ_FROM_REPLICAS=1: the hot reads go to the replicas the sentinels list.
+    redis_read_from_replicas: bool = False
     # An acknowledged write has reached this many replicas (WAIT) within the timeout, or the API says
     # 503 "stored on the primary, not yet replicated" (shared.store.replicate_or_raise).
     write_replicas: int = 0
@@ -153,6 +155,13 @@ def load_settings() -> Settings:
         # WAIT n 0 blocks until n replicas answer, for ever: a request would hang with its replica.
         raise ValueError("WRITE_REPLICA_TIMEOUT_MS must be > 0 when WRITE_REPLICAS is set")
     password = os.environ.get("REDIS_PASSWORD") or None
+    read_from_replicas = os.environ.get("REDIS_READ_FROM_REPLICAS", "0").strip()
+    if read_from_replicas not in ("0", "1", ""):
+        raise ValueError(f"REDIS_READ_FROM_REPLICAS must be 0 or 1, got {read_from_replicas!r}")
+    if read_from_replicas == "1" and not sentinels:
+        raise ValueError("REDIS_READ_FROM_REPLICAS=1 needs REDIS_SENTINELS (without them: REDIS_READ_URL)")
+    if read_from_replicas == "1" and os.environ.get("REDIS_READ_URL"):
+        raise ValueError("set REDIS_READ_URL or REDIS_READ_FROM_REPLICAS=1, not both")
     authed_url = with_password(redis_url, password)
     store_broker = sentinel_broker_url(sentinels, password) if sentinels else authed_url
     # Under Sentinel the result backend is off: results are ignored (task_ignore_result) and nobody
@@ -168,6 +177,7 @@ def load_settings() -> Settings:
         redis_password=password,
         redis_sentinel_password=os.environ.get("REDIS_SENTINEL_PASSWORD") or None,
         redis_read_url=os.environ.get("REDIS_READ_URL") or None,
+        redis_read_from_replicas=read_from_replicas == "1",
         write_replicas=replicas,
         write_replica_timeout_ms=replica_timeout_ms,
         max_batch=_int("MAX_BATCH", 1000),

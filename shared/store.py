@@ -74,14 +74,10 @@ def sentinel_retry() -> Retry:
     return Retry(NoBackoff(), 0)
 
 
-def _sentinel_master(
-    settings: Settings, socket_timeout: float, connect_timeout: float, retries: int
-) -> redis.Redis:
-    """A client of the primary the sentinels name, asked again after every connection error, so it
-    follows a failover by itself (design-notes.md, "Replication and failover"). The sentinels are
-    asked with the same bounds as the data and no retry (redis-py 8's default retries each sentinel
-    with a back-off: a refused sentinel listed first cost a write seconds): a dead sentinel costs one
-    connect timeout, then the next is asked."""
+def _sentinels(settings: Settings, socket_timeout: float, connect_timeout: float) -> Sentinel:
+    """The sentinels, asked with the same bounds as the data and no retry (redis-py 8's default retries
+    each sentinel with a back-off: a refused sentinel listed first cost a write seconds): a dead
+    sentinel costs one connect timeout, then the next is asked."""
     sentinel_kwargs: dict = {
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": connect_timeout,
@@ -89,7 +85,15 @@ def _sentinel_master(
     }
     if settings.redis_sentinel_password:
         sentinel_kwargs["password"] = settings.redis_sentinel_password
-    sentinel = Sentinel(list(settings.redis_sentinels), sentinel_kwargs=sentinel_kwargs)
+    return Sentinel(list(settings.redis_sentinels), sentinel_kwargs=sentinel_kwargs)
+
+
+def _sentinel_master(
+    settings: Settings, socket_timeout: float, connect_timeout: float, retries: int
+) -> redis.Redis:
+    """A client of the primary the sentinels name, asked again after every connection error, so it
+    follows a failover by itself (design-notes.md, "Replication and failover")."""
+    sentinel = _sentinels(settings, socket_timeout, connect_timeout)
     return sentinel.master_for(
         settings.redis_sentinel_master,
         socket_timeout=socket_timeout,
@@ -125,7 +129,21 @@ def connect_from_settings(
 
 
 def connect_replica(settings: Settings) -> redis.Redis | None:
-    """The hot reads' replica (REDIS_READ_URL), with the request bounds; None when not configured."""
+    """The hot reads' replica, with the request bounds: REDIS_READ_URL's; or, with
+    REDIS_READ_FROM_REPLICAS under Sentinel, the replicas the sentinels list (redis-py's
+    ``Sentinel.slave_for``: each new connection goes to the next replica in turn, to the primary when
+    none is reachable). None when neither is configured. Either way a failed read goes to the primary
+    (read_preferring)."""
+    if settings.redis_read_from_replicas:
+        sentinel = _sentinels(settings, REQUEST_SOCKET_TIMEOUT_S, REQUEST_CONNECT_TIMEOUT_S)
+        return sentinel.slave_for(
+            settings.redis_sentinel_master,
+            socket_timeout=REQUEST_SOCKET_TIMEOUT_S,
+            socket_connect_timeout=REQUEST_CONNECT_TIMEOUT_S,
+            health_check_interval=15,
+            retry=Retry(NoBackoff(), 0),
+            password=settings.redis_password,
+        )
     if not settings.redis_read_url:
         return None
     extra = {"password": settings.redis_password} if settings.redis_password else {}

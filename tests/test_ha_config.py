@@ -324,6 +324,60 @@ def test_a_failed_read_replica_is_skipped_for_a_while(tmp_path, monkeypatch):
         primary.stop()
 
 
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"REDIS_READ_FROM_REPLICAS": "1"}, "needs REDIS_SENTINELS"),
+        ({"REDIS_READ_FROM_REPLICAS": "yes", "REDIS_SENTINELS": "s1:26379"}, "must be 0 or 1"),
+        ({"REDIS_READ_FROM_REPLICAS": "1", "REDIS_SENTINELS": "s1:26379", "REDIS_READ_URL": "redis://r"},
+         "not both"),
+    ],
+)  # fmt: skip
+def test_read_from_replicas_is_refused_when_it_cannot_apply(monkeypatch, env, says):
+    for name in ("REDIS_SENTINELS", "REDIS_READ_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=says):
+        load_settings()
+
+
+def test_hot_reads_from_the_sentinels_replicas(tmp_path, monkeypatch):
+    """REDIS_READ_FROM_REPLICAS=1 under Sentinel: the status and timeline GETs read from the replicas the
+    sentinels list (Sentinel.slave_for), and from the primary once no replica answers."""
+    ha = SentinelSet(tmp_path, replicas=2)
+    try:
+        ha.start()
+        for name, value in ha.env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("REDIS_READ_FROM_REPLICAS", "1")
+        monkeypatch.setenv("WRITE_REPLICAS", "2")  # every replica has each 202 write: readable at once
+        settings = load_settings()
+        assert settings.redis_read_from_replicas
+        client = create_app(settings).test_client()
+        register(client, "HA-11")
+        nodes = [redis.Redis(port=s.port) for s in (ha.primary, *ha.replicas)]
+
+        def gets() -> list[int]:
+            return [int(n.info("commandstats").get("cmdstat_get", {}).get("calls", 0)) for n in nodes]
+
+        before = gets()
+        for _ in range(4):
+            resp = client.get("/v1/patients/HA-11/status")
+            assert resp.status_code == 200 and resp.get_json()["patient_id"] == "HA-11"
+        after = gets()
+        assert after[0] == before[0], "no status read went to the primary"
+        assert sum(after[1:]) - sum(before[1:]) == 4, (before, after)
+        assert client.get("/v1/patients/HA-11/results").status_code == 200
+        for replica in ha.replicas:  # no replica left: the primary answers, no 503
+            replica.kill9()
+        resp = client.get("/v1/patients/HA-11/status")
+        assert resp.status_code == 200 and resp.get_json()["patient_id"] == "HA-11"
+        assert client.get("/v1/patients/HA-11/results").status_code == 200
+    finally:
+        ha.stop()
+
+
 def test_mllp_answers_ar_saying_stored_not_replicated(lone_primary, tmp_path):
     """The MLLP listener, as a process: the same ACK as HTTP (AR, the ERR saying stored, not replicated)."""
     from tests.interop.hl7_messages import copies, oru
