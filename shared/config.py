@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 
 def _int(name: str, default: int) -> int:
@@ -39,6 +39,16 @@ def sentinel_broker_url(sentinels: tuple[tuple[str, int], ...], password: str | 
     password in each is the primary's; the sentinels' own goes in ``sentinel_kwargs``)."""
     auth = f":{quote(password, safe='')}@" if password else ""
     return ";".join(f"sentinel://{auth}{host}:{port}" for host, port in sentinels)
+
+
+def with_password(url: str, password: str | None) -> str:
+    """``url`` with REDIS_PASSWORD in it when it names a Redis and carries no credentials of its own
+    (the default broker and result backend are REDIS_URL: without this they would connect without the
+    password the data store's client sends). A URL with a user or password is left as it is."""
+    parts = urlsplit(url)
+    if not password or parts.scheme not in ("redis", "rediss") or "@" in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=f":{quote(password, safe='')}@{parts.netloc}"))
 
 
 def _non_negative(name: str, default: int) -> int:
@@ -113,6 +123,8 @@ class Settings:
     redis_sentinel_password: str | None = None
     # A replica the hot reads (status, timeline) may use; stale by at most the replication lag.
     redis_read_url: str | None = None
+    # Under Sentinel, REDIS_READ_FROM_REPLICAS=1: the hot reads go to the replicas the sentinels list.
+    redis_read_from_replicas: bool = False
     # An acknowledged write has reached this many replicas (WAIT) within the timeout, or the API says
     # 503 "stored on the primary, not yet replicated" (shared.store.replicate_or_raise).
     write_replicas: int = 0
@@ -127,7 +139,7 @@ class Settings:
         """The broker URL that is the data store itself: REDIS_URL, or kombu's ``sentinel://`` list of
         the same sentinels (kombu takes one URL per sentinel, separated by ``;``)."""
         if not self.sentinel:
-            return self.redis_url
+            return with_password(self.redis_url, self.redis_password)
         return sentinel_broker_url(self.redis_sentinels, self.redis_password)
 
 
@@ -143,11 +155,19 @@ def load_settings() -> Settings:
         # WAIT n 0 blocks until n replicas answer, for ever: a request would hang with its replica.
         raise ValueError("WRITE_REPLICA_TIMEOUT_MS must be > 0 when WRITE_REPLICAS is set")
     password = os.environ.get("REDIS_PASSWORD") or None
-    store_broker = sentinel_broker_url(sentinels, password) if sentinels else redis_url
+    read_from_replicas = os.environ.get("REDIS_READ_FROM_REPLICAS", "0").strip()
+    if read_from_replicas not in ("0", "1", ""):
+        raise ValueError(f"REDIS_READ_FROM_REPLICAS must be 0 or 1, got {read_from_replicas!r}")
+    if read_from_replicas == "1" and not sentinels:
+        raise ValueError("REDIS_READ_FROM_REPLICAS=1 needs REDIS_SENTINELS (without them: REDIS_READ_URL)")
+    if read_from_replicas == "1" and os.environ.get("REDIS_READ_URL"):
+        raise ValueError("set REDIS_READ_URL or REDIS_READ_FROM_REPLICAS=1, not both")
+    authed_url = with_password(redis_url, password)
+    store_broker = sentinel_broker_url(sentinels, password) if sentinels else authed_url
     # Under Sentinel the result backend is off: results are ignored (task_ignore_result) and nobody
     # reads them (work is tracked in Redis: GET /v1/tasks/{id}), so a second failover-aware client
     # would buy nothing.
-    backend_default = "" if sentinels else redis_url
+    backend_default = "" if sentinels else authed_url
     return Settings(
         redis_url=redis_url,
         broker_url=os.environ.get("CELERY_BROKER_URL", store_broker),
@@ -157,6 +177,7 @@ def load_settings() -> Settings:
         redis_password=password,
         redis_sentinel_password=os.environ.get("REDIS_SENTINEL_PASSWORD") or None,
         redis_read_url=os.environ.get("REDIS_READ_URL") or None,
+        redis_read_from_replicas=read_from_replicas == "1",
         write_replicas=replicas,
         write_replica_timeout_ms=replica_timeout_ms,
         max_batch=_int("MAX_BATCH", 1000),

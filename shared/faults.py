@@ -25,7 +25,10 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 
 # Error replies Redis gives for a passing condition that redis-py raises as a plain ResponseError
 # (or inside an aborted MULTI): out of memory, a failing background save, loading, read-only.
-_TRANSIENT_REPLIES = ("OOM", "MISCONF", "LOADING", "READONLY", "BUSY", "NOREPLICAS", "TRYAGAIN", "MASTERDOWN")
+# UNBLOCKED: a blocking command (WAIT) cut short by the instance turning replica (a failover).
+_TRANSIENT_REPLIES = (
+    "OOM", "MISCONF", "LOADING", "READONLY", "BUSY", "NOREPLICAS", "TRYAGAIN", "MASTERDOWN", "UNBLOCKED",
+)  # fmt: skip
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
+import weakref
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from typing import TypeVar
 
 import orjson
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -68,16 +69,31 @@ def connect_for_requests(url: str, **extra: object) -> redis.Redis:
     )  # fmt: skip
 
 
+def sentinel_retry() -> Retry:
+    """No retry of a sentinel: the next sentinel is the retry (shared.queue passes it to kombu too)."""
+    return Retry(NoBackoff(), 0)
+
+
+def _sentinels(settings: Settings, socket_timeout: float, connect_timeout: float) -> Sentinel:
+    """The sentinels, asked with the same bounds as the data and no retry (redis-py 8's default retries
+    each sentinel with a back-off: a refused sentinel listed first cost a write seconds): a dead
+    sentinel costs one connect timeout, then the next is asked."""
+    sentinel_kwargs: dict = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": connect_timeout,
+        "retry": sentinel_retry(),
+    }
+    if settings.redis_sentinel_password:
+        sentinel_kwargs["password"] = settings.redis_sentinel_password
+    return Sentinel(list(settings.redis_sentinels), sentinel_kwargs=sentinel_kwargs)
+
+
 def _sentinel_master(
     settings: Settings, socket_timeout: float, connect_timeout: float, retries: int
 ) -> redis.Redis:
     """A client of the primary the sentinels name, asked again after every connection error, so it
-    follows a failover by itself (design-notes.md, "Replication and failover"). The sentinels are
-    asked with the same bounds as the data: a dead sentinel costs one connect timeout, then the next."""
-    sentinel_kwargs: dict = {"socket_timeout": socket_timeout, "socket_connect_timeout": connect_timeout}
-    if settings.redis_sentinel_password:
-        sentinel_kwargs["password"] = settings.redis_sentinel_password
-    sentinel = Sentinel(list(settings.redis_sentinels), sentinel_kwargs=sentinel_kwargs)
+    follows a failover by itself (design-notes.md, "Replication and failover")."""
+    sentinel = _sentinels(settings, socket_timeout, connect_timeout)
     return sentinel.master_for(
         settings.redis_sentinel_master,
         socket_timeout=socket_timeout,
@@ -113,7 +129,21 @@ def connect_from_settings(
 
 
 def connect_replica(settings: Settings) -> redis.Redis | None:
-    """The hot reads' replica (REDIS_READ_URL), with the request bounds; None when not configured."""
+    """The hot reads' replica, with the request bounds: REDIS_READ_URL's; or, with
+    REDIS_READ_FROM_REPLICAS under Sentinel, the replicas the sentinels list (redis-py's
+    ``Sentinel.slave_for``: each new connection goes to the next replica in turn, to the primary when
+    none is reachable). None when neither is configured. Either way a failed read goes to the primary
+    (read_preferring)."""
+    if settings.redis_read_from_replicas:
+        sentinel = _sentinels(settings, REQUEST_SOCKET_TIMEOUT_S, REQUEST_CONNECT_TIMEOUT_S)
+        return sentinel.slave_for(
+            settings.redis_sentinel_master,
+            socket_timeout=REQUEST_SOCKET_TIMEOUT_S,
+            socket_connect_timeout=REQUEST_CONNECT_TIMEOUT_S,
+            health_check_interval=15,
+            retry=Retry(NoBackoff(), 0),
+            password=settings.redis_password,
+        )
     if not settings.redis_read_url:
         return None
     extra = {"password": settings.redis_password} if settings.redis_password else {}
@@ -160,6 +190,13 @@ def replicate_or_raise(pinned: redis.Redis, replication: Replication) -> int:
     try:
         conn.send_command("WAIT", replication.replicas, replication.timeout_ms)
         confirmed = int(conn.read_response(timeout=replication.timeout_ms / 1000 + REQUEST_SOCKET_TIMEOUT_S))
+    except redis.exceptions.ResponseError as exc:
+        # The primary was demoted (a failover, REPLICAOF) while or before WAIT ran: Redis answers the
+        # blocked WAIT "UNBLOCKED ... instance state changed (master -> replica?)", or a WAIT sent after
+        # "ERR WAIT cannot be used with replica instances". Whether the write survives is unknown: the
+        # store is unavailable for a while (503, retry), not a fault of the request.
+        conn.disconnect()
+        raise redis.exceptions.ConnectionError(f"primary demoted during WAIT: {exc}") from exc
     except BaseException:
         conn.disconnect()  # a reply may still be on its way: never hand this connection to another call
         raise
@@ -834,12 +871,20 @@ def commit_status(
     return int(current), [_decode(c) for c in fresh]
 
 
+# A read replica that failed is left alone for this long (per process): the reads meanwhile go to the
+# primary at once instead of each paying the replica's connect or read timeout (0.5 s, 1 s).
+REPLICA_BACKOFF_S = 5.0
+# replica client -> time.monotonic() it may be tried again (weak: a client dropped takes its mark along)
+_replica_bad_until: weakref.WeakKeyDictionary[redis.Redis, float] = weakref.WeakKeyDictionary()
+
+
 def read_preferring(replica: redis.Redis | None, primary: redis.Redis, read: Callable[[redis.Redis], T]) -> T:
     """A hot read (status, timeline) from REDIS_READ_URL's replica when there is one, from the primary
     when there is none or it cannot be reached (issue 12). What a replica answers is stale by at most
     its replication lag (README, "Configuration"). A replica down, stalled, loading, or cut off from its
-    primary with ``replica-serve-stale-data no`` (MASTERDOWN) hands the read to the primary."""
-    if replica is not None:
+    primary with ``replica-serve-stale-data no`` (MASTERDOWN) hands the read to the primary, and the
+    process's reads skip the replica for REPLICA_BACKOFF_S before trying it again."""
+    if replica is not None and _replica_bad_until.get(replica, 0.0) <= time.monotonic():
         try:
             return read(replica)
         except (
@@ -847,7 +892,8 @@ def read_preferring(replica: redis.Redis | None, primary: redis.Redis, read: Cal
             redis.exceptions.TimeoutError,
             redis.exceptions.MasterDownError,
         ):
-            pass  # the primary answers, as without a replica
+            # the primary answers, as without a replica; so do the next reads for a while
+            _replica_bad_until[replica] = time.monotonic() + REPLICA_BACKOFF_S
     return read(primary)
 
 

@@ -120,7 +120,8 @@ def test_mllp_listener_service():
 
 # --- the `ha` profile (issue 12; README, "High availability (ha profile)") ---------------------------
 
-HA_SERVICES = ("redis-replica", "sentinel-1", "sentinel-2", "sentinel-3")
+HA_SERVICES = ("redis-replica", "redis-replica-2", "sentinel-1", "sentinel-2", "sentinel-3")
+REPLICAS = ("redis-replica", "redis-replica-2")
 
 
 def ha_env() -> dict[str, str]:
@@ -133,24 +134,35 @@ def sentinel_conf() -> list[list[str]]:
     return [line.split() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
-def test_ha_profile_adds_a_replica_of_the_primary_with_its_own_aof():
+def test_ha_profile_adds_two_replicas_of_the_primary_each_with_its_own_aof():
+    """Two replicas with WRITE_REPLICAS=1: once one node is lost for good (the primary, after a failover),
+    the new primary still has a replica to confirm writes, so the service acknowledges writes again."""
     services = compose()["services"]
     for name in HA_SERVICES:
         assert services[name]["profiles"] == ["ha"], name
         assert services[name]["healthcheck"]["test"] and services[name]["restart"] == "unless-stopped", name
     for name in services.keys() - set(HA_SERVICES):
         assert "profiles" not in services[name], f"{name} must run without the ha profile too"
-    replica = services["redis-replica"]
-    command = replica["command"]
-    assert command[command.index("--replicaof") + 1 : command.index("--replicaof") + 3] == ["redis", "6379"]
-    for node in (services["redis"], replica):  # either may be the primary after a failover
-        cmd = node["command"]
+    assert int(ha_env()["WRITE_REPLICAS"]) < len(REPLICAS), "losing a node must leave enough replicas"
+    priorities, volumes = set(), set()
+    for name in REPLICAS:
+        replica = services[name]
+        command = replica["command"]
+        at = command.index("--replicaof")
+        assert command[at + 1 : at + 3] == ["redis", "6379"], name
+        assert command[command.index("--replica-announce-ip") + 1] == name
+        (data,) = [v for v in replica["volumes"] if v.endswith(":/data")]
+        assert data.split(":")[0] in compose()["volumes"], name
+        volumes.add(data)
+        assert replica["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert len(volumes) == len(REPLICAS), "each replica keeps its own AOF"
+    for name in ("redis", *REPLICAS):  # any may be the primary after a failover
+        cmd = services[name]["command"]
         assert cmd[cmd.index("--appendonly") + 1] == "yes" and cmd[cmd.index("--appendfsync") + 1] == "always"
-        assert node["image"] == services["redis"]["image"]
-    assert (
-        any(v.endswith(":/data") for v in replica["volumes"]) and "redis-replica-data" in compose()["volumes"]
-    )
-    assert replica["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert services[name]["image"] == services["redis"]["image"]
+        # Equal priority: the sentinels promote the replica with the highest offset (one that confirmed).
+        priorities.add(cmd[cmd.index("--replica-priority") + 1])
+    assert len(priorities) == 1 and priorities != {"0"}, priorities
 
 
 def test_three_sentinels_monitor_the_same_master_with_quorum_two():

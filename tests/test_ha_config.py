@@ -6,6 +6,8 @@ saying the write is stored on the primary only; the retry of the same content is
 from __future__ import annotations
 
 import dataclasses
+import signal
+import threading
 import time
 
 import orjson
@@ -70,6 +72,28 @@ def test_defaults_keep_the_single_redis(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     s = load_settings()
     assert not s.sentinel and s.write_replicas == 0 and s.broker_url == s.redis_url and same_redis(s)
+
+
+def test_redis_password_reaches_the_default_broker_and_backend(monkeypatch):
+    """Without sentinels the broker and result backend default to REDIS_URL: REDIS_PASSWORD goes into
+    them (escaped), unless the URL carries credentials of its own or CELERY_* names another."""
+    for name in ("REDIS_SENTINELS", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REDIS_URL", "redis://redis:6379/0")
+    monkeypatch.setenv("REDIS_PASSWORD", "p@ss:w/rd")
+    s = load_settings()
+    assert s.broker_url == s.result_backend == "redis://:p%40ss%3Aw%2Frd@redis:6379/0"
+    assert same_redis(s), "the broker is still the data store: the write's script enqueues"
+    assert make_celery(s).connection_for_write().as_uri(include_password=True) == s.broker_url
+    monkeypatch.setenv("REDIS_URL", "redis://:own@redis:6379/0")
+    s = load_settings()
+    assert s.broker_url == s.result_backend == "redis://:own@redis:6379/0"
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://broker:6379/1")
+    assert load_settings().broker_url == "redis://broker:6379/1"
+    monkeypatch.delenv("REDIS_PASSWORD")
+    monkeypatch.setenv("REDIS_URL", "redis://redis:6379/0")
+    monkeypatch.delenv("CELERY_BROKER_URL")
+    assert load_settings().broker_url == "redis://redis:6379/0"
 
 
 def test_every_client_follows_the_sentinels(tmp_path, monkeypatch):
@@ -255,6 +279,105 @@ def test_hot_reads_use_the_read_replica_and_fall_back_to_the_primary(tmp_path, m
         primary.stop()
 
 
+def test_a_failed_read_replica_is_skipped_for_a_while(tmp_path, monkeypatch):
+    """A stalled read replica (SIGSTOP) costs one GET its read timeout; the next GETs go to the primary at
+    once, without touching the replica, until the back-off ends; then the replica is read again."""
+    primary = RedisServer(tmp_path / "primary")
+    primary.extra = ["--repl-diskless-sync-delay", "0"]
+    primary.start()
+    replica = RedisServer(tmp_path / "replica", replicaof=primary.port)
+    try:
+        replica.start()
+        monkeypatch.setenv("REDIS_URL", primary.url)
+        monkeypatch.setenv("REDIS_READ_URL", replica.url)
+        monkeypatch.setattr(store, "REPLICA_BACKOFF_S", 3.0)
+        client = create_app(load_settings()).test_client()
+        register(client, "HA-10")
+        stats = redis.Redis(port=replica.port)
+
+        def gets() -> int:
+            return int(stats.info("commandstats").get("cmdstat_get", {}).get("calls", 0))
+
+        assert client.get("/v1/patients/HA-10/status").status_code == 200
+        before = gets()
+        replica.proc.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        assert client.get("/v1/patients/HA-10/status").status_code == 200  # the primary, after a timeout
+        assert time.monotonic() - started < 2
+        started = time.monotonic()
+        for _ in range(5):
+            assert client.get("/v1/patients/HA-10/status").status_code == 200
+            assert client.get("/v1/patients/HA-10/results").status_code == 200
+        assert time.monotonic() - started < 0.5, "the replica is skipped, not waited for, on each read"
+        replica.proc.send_signal(signal.SIGCONT)
+        # The stalled GET may still run once the replica resumes; the skipped reads never reached it.
+        time.sleep(0.3)
+        resumed = gets()
+        assert resumed <= before + 1, "only the first read tried the replica"
+        time.sleep(3.0)
+        assert client.get("/v1/patients/HA-10/status").status_code == 200
+        assert gets() == resumed + 1, "after the back-off the replica is read again"
+    finally:
+        if replica.proc:
+            replica.proc.send_signal(signal.SIGCONT)
+        replica.stop()
+        primary.stop()
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"REDIS_READ_FROM_REPLICAS": "1"}, "needs REDIS_SENTINELS"),
+        ({"REDIS_READ_FROM_REPLICAS": "yes", "REDIS_SENTINELS": "s1:26379"}, "must be 0 or 1"),
+        ({"REDIS_READ_FROM_REPLICAS": "1", "REDIS_SENTINELS": "s1:26379", "REDIS_READ_URL": "redis://r"},
+         "not both"),
+    ],
+)  # fmt: skip
+def test_read_from_replicas_is_refused_when_it_cannot_apply(monkeypatch, env, says):
+    for name in ("REDIS_SENTINELS", "REDIS_READ_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=says):
+        load_settings()
+
+
+def test_hot_reads_from_the_sentinels_replicas(tmp_path, monkeypatch):
+    """REDIS_READ_FROM_REPLICAS=1 under Sentinel: the status and timeline GETs read from the replicas the
+    sentinels list (Sentinel.slave_for), and from the primary once no replica answers."""
+    ha = SentinelSet(tmp_path, replicas=2)
+    try:
+        ha.start()
+        for name, value in ha.env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("REDIS_READ_FROM_REPLICAS", "1")
+        monkeypatch.setenv("WRITE_REPLICAS", "2")  # every replica has each 202 write: readable at once
+        settings = load_settings()
+        assert settings.redis_read_from_replicas
+        client = create_app(settings).test_client()
+        register(client, "HA-11")
+        nodes = [redis.Redis(port=s.port) for s in (ha.primary, *ha.replicas)]
+
+        def gets() -> list[int]:
+            return [int(n.info("commandstats").get("cmdstat_get", {}).get("calls", 0)) for n in nodes]
+
+        before = gets()
+        for _ in range(4):
+            resp = client.get("/v1/patients/HA-11/status")
+            assert resp.status_code == 200 and resp.get_json()["patient_id"] == "HA-11"
+        after = gets()
+        assert after[0] == before[0], "no status read went to the primary"
+        assert sum(after[1:]) - sum(before[1:]) == 4, (before, after)
+        assert client.get("/v1/patients/HA-11/results").status_code == 200
+        for replica in ha.replicas:  # no replica left: the primary answers, no 503
+            replica.kill9()
+        resp = client.get("/v1/patients/HA-11/status")
+        assert resp.status_code == 200 and resp.get_json()["patient_id"] == "HA-11"
+        assert client.get("/v1/patients/HA-11/results").status_code == 200
+    finally:
+        ha.stop()
+
+
 def test_mllp_answers_ar_saying_stored_not_replicated(lone_primary, tmp_path):
     """The MLLP listener, as a process: the same ACK as HTTP (AR, the ERR saying stored, not replicated)."""
     from tests.interop.hl7_messages import copies, oru
@@ -271,3 +394,123 @@ def test_mllp_answers_ar_saying_stored_not_replicated(lone_primary, tmp_path):
         assert store.connect(lone_primary.url).hexists(keys.RESULT_INDEX, "HA-M1")
     finally:
         stop_process(server.proc)
+
+
+# --- review fixes: WAIT on the writing connection, a demotion during WAIT, a dead sentinel ----------
+
+
+@pytest.fixture
+def stalled_replica(tmp_path, monkeypatch):
+    """A primary and its replica, in sync (the replica has acknowledged the primary's offset), then the
+    replica SIGSTOPped: still connected, confirming nothing new. WRITE_REPLICAS=1 on the primary."""
+    primary = RedisServer(tmp_path / "primary", appendfsync="always")
+    primary.extra = ["--repl-diskless-sync-delay", "0"]
+    primary.start()
+    replica = RedisServer(tmp_path / "replica", replicaof=primary.port)
+    try:
+        replica.start()
+        r = redis.Redis(port=primary.port)
+        monkeypatch.setenv("REDIS_URL", primary.url)
+        register(create_app(dataclasses.replace(load_settings(), write_replicas=0)).test_client(), "HA-8")
+
+        def acked() -> bool:  # the replica has confirmed everything written so far
+            info = r.info("replication")
+            return info.get("slave0", {}).get("offset") == info["master_repl_offset"]
+
+        from tests.procs import wait_for
+
+        wait_for(acked, 10, what="the replica to acknowledge the primary's offset")
+        replica.proc.send_signal(signal.SIGSTOP)
+        monkeypatch.setenv("WRITE_REPLICAS", "1")
+        yield primary, replica
+    finally:
+        if replica.proc:
+            replica.proc.send_signal(signal.SIGCONT)
+        replica.stop()
+        primary.stop()
+
+
+def test_wait_runs_on_the_writing_connection(stalled_replica):
+    """WAIT 1 on a connection that wrote nothing since the replica stopped returns 1 at once (the
+    replica acknowledged every earlier offset); on the connection that wrote it waits for the new
+    offset, which the stopped replica never confirms: NotReplicated, and through the API 503
+    not-replicated, not a 202."""
+    primary, _ = stalled_replica
+    assert redis.Redis(port=primary.port).wait(1, 200) == 1, "a fresh connection's WAIT counts the replica"
+    # The store's own: the pool holds idle connections opened before the write (their WAIT would count
+    # the replica); the write takes one of them, and its WAIT must run on that one.
+    r = store.connect_for_requests(primary.url)
+    idle = [r.connection_pool.get_connection() for _ in range(2)]
+    for conn in idle:
+        r.connection_pool.release(conn)
+    with pytest.raises(store.NotReplicated), store.replicated(r, store.Replication(1, 300)) as w:
+        w.set("cml:test:ha", "1")
+    client = create_app(dataclasses.replace(load_settings(), write_replica_timeout_ms=300)).test_client()
+    resp = client.post("/v1/assay-results", json=result("HA-8", "HA-W1"))
+    body = resp.get_json()
+    assert resp.status_code == 503 and body["type"] == "/problems/not-replicated", body
+    assert body["replicas_confirmed"] == 0
+
+
+def test_primary_demoted_during_wait_is_503_not_500(stalled_replica, tmp_path):
+    """REPLICAOF (what a failover does to the old primary) while a write's WAIT blocks: Redis answers the
+    WAIT "UNBLOCKED ... (master -> replica?)". The write's outcome is unknown: 503 store-unavailable
+    with Retry-After, never a 500. A write sent once the primary is a replica is refused READONLY: 503."""
+    primary, _ = stalled_replica
+    other = RedisServer(tmp_path / "other")
+    other.start()
+    try:
+        client = create_app(dataclasses.replace(load_settings(), write_replica_timeout_ms=3000)).test_client()
+        demote = threading.Timer(
+            0.5, lambda: redis.Redis(port=primary.port).replicaof("127.0.0.1", other.port)
+        )
+        demote.start()
+        started = time.monotonic()
+        resp = client.post("/v1/assay-results", json=result("HA-8", "HA-D1"))
+        demote.join()
+        assert time.monotonic() - started < 2.5, "the demotion ends the WAIT, not its 3 s timeout"
+        body = resp.get_json()
+        assert resp.status_code == 503 and resp.headers["Retry-After"], body
+        assert body["type"] == "/problems/store-unavailable", body
+        # A write sent to the demoted primary is refused READONLY: 503 too.
+        resp = client.post("/v1/assay-results", json=result("HA-8", "HA-D2"))
+        assert resp.status_code == 503 and resp.get_json()["type"] == "/problems/store-unavailable"
+        # WAIT sent to an instance already a replica: "ERR WAIT cannot be used with replica instances",
+        # which the store raises as a connection error (outcome unknown), not a plain ResponseError.
+        r = store.connect_for_requests(primary.url)
+        with (
+            pytest.raises(redis.exceptions.ConnectionError, match="primary demoted during WAIT"),
+            store.replicated(r, store.Replication(1, 300)) as w,
+        ):
+            w.get("cml:test:ha")
+    finally:
+        other.stop()
+
+
+def test_a_dead_sentinel_listed_first_costs_no_retries(tmp_path, monkeypatch):
+    """A refused sentinel first in REDIS_SENTINELS: the API's first write, and the worker's broker
+    connection, go on to the next sentinel at once (no retry with back-off of the dead one)."""
+    from tests.procs import free_port
+
+    ha = SentinelSet(tmp_path, replicas=1)
+    try:
+        ha.start()
+        for name, value in ha.env.items():
+            monkeypatch.setenv(name, value)
+        dead = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()},"
+        monkeypatch.setenv("REDIS_SENTINELS", dead + ha.env["REDIS_SENTINELS"])
+        settings = load_settings()
+        client = create_app(settings).test_client()
+        started = time.monotonic()
+        status = client.put("/v1/patients/HA-9", json={"cohorts": ["HA"], "enrolled_on": "2024-01-01"})
+        assert status.status_code == 201, status.get_json()
+        assert time.monotonic() - started < 2, f"first write took {time.monotonic() - started:.1f} s"
+        # The worker's side: kombu's Sentinel transport asks the same sentinels.
+        app = make_celery(settings)
+        started = time.monotonic()
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1)
+            conn.default_channel.client.ping()
+        assert time.monotonic() - started < 2, f"the broker took {time.monotonic() - started:.1f} s"
+    finally:
+        ha.stop()
