@@ -73,9 +73,12 @@ def test_page_is_public_strict_and_loads_only_its_own_files(call):  # noqa: F811
         assert got.get_data() == (ASSETS / name).read_bytes()
         assert got.headers["Content-Security-Policy"] == csp and got.headers["ETag"]
         assert "no-cache" in got.headers["Cache-Control"]
+        for header, value in dashboard.SECURITY_HEADERS.items():
+            assert got.headers[header] == value and resp.headers[header] == value, header
         revalidate = {"If-None-Match": got.headers["ETag"], **NO_KEY}
-        again = call.client.get(f"/dashboard/assets/{name}", headers=revalidate)
-        assert again.status_code == 304
+        again = call("GET", f"/dashboard/assets/{name}", ASSET, 304, mimetype=None, headers=revalidate)
+        assert again.get_data() == b"" and again.headers["ETag"] == got.headers["ETag"]
+        assert all(again.headers[header] == value for header, value in dashboard.SECURITY_HEADERS.items())
     for bad in ("VENDORED.md", "uPlot.LICENSE", "nope.js"):  # in the directory or not: not served
         assert call("GET", f"/dashboard/assets/{bad}", ASSET, 404, headers=NO_KEY).get_json()["status"] == 404
     for path in ("/dashboard/assets/..%2fdashboard.py", "/dashboard/assets/../dashboard.py"):
