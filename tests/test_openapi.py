@@ -1436,10 +1436,14 @@ def test_validation_catches_cohort_documents_that_drift(openapi, two_cohorts):
     table = {k: doc[k] for k in ("horizons_months", "one_minus_km", "aalen_johansen")}
     compared = {"overlap": 0, "warnings": [], "logrank": test, "gray": {**test, "test": "gray"},
                 "a": {"cohort_id": c, "data_version": 1, **table},
-                "b": {"cohort_id": c, "data_version": 1, **table}}  # fmt: skip
+                "b": {"cohort_id": c, "data_version": 1, **table},
+                "at_risk": {"months": [0.0, 3.0], "a": [4, 2], "b": [4, 0]}}  # fmt: skip
     check(f"{COMPARE}?a={c}&b={c}", compared)
     for drifted in (
         {**compared, "logrank": {**test, "p_value": 1.5}},
+        {**compared, "at_risk": {"months": [0.0], "a": [4]}},
+        {**compared, "at_risk": {**compared["at_risk"], "n_at_risk": [4, 2]}},
+        {**compared, "at_risk": {**compared["at_risk"], "a": [4, -1]}},
         {**compared, "gray": {**test, "test": "wilcoxon"}},
         {**compared, "a": table},
         {k: v for k, v in compared.items() if k != "warnings"},
