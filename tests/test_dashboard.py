@@ -391,6 +391,7 @@ def test_views_in_a_browser(tab, site):
     page.press("#search-id", "Enter")
     page.wait_for_selector("#result-table tbody tr")
     assert page.url.endswith(f"#/patients/{seeded['patient']}")
+    assert page.input_value("#search-id") == ""  # cleared once the view is open
     assert page.locator("#result-table tbody tr").count() == seeded["results"]
     assert page.get_attribute("figure.timeline .chart", "data-points") == str(seeded["results"])
     assert_points_where_the_api_puts_them(page, base, seeded["patient"], seeded["results"])
@@ -545,6 +546,17 @@ def test_therapy_changes_stop_and_undetectables(tab, site):
     assert page.evaluate("sessionStorage.getItem('cml.dashboard.apiKey')") == FULL_KEY
     assert "ignored" in page.inner_text("#message") and "key=" not in page.url
     assert tab.errors == []
+    # One cohort's statistics failing leaves the other rows of the table standing.
+    failing, other = seeded["cohorts"]
+    problem = '{"type": "about:blank", "title": "Internal Server Error", "status": 500, "detail": "boom"}'
+    page.route(
+        f"**/v1/cohorts/{failing}/statistics",
+        lambda route: route.fulfill(status=500, content_type="application/problem+json", body=problem),
+    )
+    page.reload()
+    page.wait_for_selector(f'tr[data-cohort="{other}"] td.fig12')
+    assert "Statistics unavailable" in page.inner_text(f'tr[data-cohort="{failing}"]')
+    assert page.locator(".error-view").count() == 0
 
 
 @pytest.mark.timeout(90)

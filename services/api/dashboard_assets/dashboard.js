@@ -1,8 +1,8 @@
 /* The dashboard (GET /dashboard): a read-only view of the JSON API, one view per URL fragment.
  *
  * Views: #/cohorts, #/cohorts/<id>, #/compare/<a>/<b>, #/patients/<id>, #/ops. The API key is typed in
- * once and kept in sessionStorage (gone with the tab); "?key=<key>" inside the fragment is taken too,
- * stored, and removed from the address bar. The fragment never reaches the server, so patient ids in it
+ * once and kept in sessionStorage (gone with the tab); "?key=<key>" inside the fragment is taken too
+ * when the tab holds no key yet (a link never replaces the key in use), and removed from the address bar. The fragment never reaches the server, so patient ids in it
  * never reach a log; the API calls below are the documented JSON routes.
  *
  * Every figure comes from the API, clinical thresholds included (GET /v1/reference/response-levels,
