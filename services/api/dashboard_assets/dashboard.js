@@ -628,8 +628,10 @@
         ctx.lineWidth = 2 * dpr;
         ctx.beginPath(); ctx.moveTo(x, top); ctx.lineTo(x, top + height); ctx.stroke();
         ctx.fillStyle = ctx.strokeStyle;
-        ctx.textAlign = "left";
-        ctx.fillText(m.text, x + 4 * dpr, top + height - (8 + 13 * (i % 5)) * dpr);
+        // Left of the line when it is near the right edge, so the label is not cut off by the plot's end.
+        var right = x + ctx.measureText(m.text).width + 4 * dpr > left + width;
+        ctx.textAlign = right ? "right" : "left";
+        ctx.fillText(m.text, right ? x - 4 * dpr : x + 4 * dpr, top + height - (8 + 13 * (i % 5)) * dpr);
       });
       ctx.restore();
     }
