@@ -219,11 +219,27 @@ def at_risk_table(data: CohortData) -> dict:
     from which the count at a tick between them (censorings) cannot be recovered."""
     if not data.time_days.size:
         return {"months": [], "n_at_risk": []}
-    last = float(data.time_days.max()) / DAYS_PER_MONTH
-    step = at_risk_step_months(last)
-    months = [float(m) for m in range(0, int(last) + 1, step)]
-    counts = [int((data.time_days >= m * DAYS_PER_MONTH).sum()) for m in months]
-    return {"months": months, "n_at_risk": counts}
+    months = at_risk_months(float(data.time_days.max()) / DAYS_PER_MONTH)
+    return {"months": months, "n_at_risk": at_risk_on(data, months)}
+
+
+def at_risk_months(last_months: float) -> list[float]:
+    """The ticks from 0 to ``last_months`` (follow-up), at the step ``at_risk_step_months`` gives."""
+    return [float(m) for m in range(0, int(last_months) + 1, at_risk_step_months(last_months))]
+
+
+def at_risk_on(data: CohortData, months: Sequence[float]) -> list[int]:
+    """Numbers at risk (follow-up time >= t) at the given months: 0 beyond the cohort's last follow-up."""
+    return [int((data.time_days >= m * DAYS_PER_MONTH).sum()) for m in months]
+
+
+def compared_at_risk(a: CohortData, b: CohortData) -> dict:
+    """Both cohorts' numbers at risk on one grid, so the two rows under a compared plot line up: the
+    coarser of the two steps (the longer follow-up's), from 0 to the longer follow-up; a cohort followed
+    less long has 0 at risk beyond its last time."""
+    lasts = [float(d.time_days.max()) / DAYS_PER_MONTH for d in (a, b) if d.time_days.size]
+    months = at_risk_months(max(lasts)) if lasts else []
+    return {"months": months, "a": at_risk_on(a, months), "b": at_risk_on(b, months)}
 
 
 def compare(
@@ -253,4 +269,5 @@ def compare(
         "gray": stats.gray_test(time, status, group).as_dict(),
         "a": horizon_table(a, horizons_months),
         "b": horizon_table(b, horizons_months),
+        "at_risk": compared_at_risk(a, b),
     }

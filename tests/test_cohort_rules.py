@@ -8,6 +8,7 @@ from shared.cohorts import (
     COMPETING,
     DEFAULT_DEFINITION,
     ENDPOINT,
+    at_risk_on,
     at_risk_table,
     cohort_data,
     compare,
@@ -154,3 +155,25 @@ def test_numbers_at_risk_under_the_axis():
     assert at_risk_table(data) == {"months": [0.0, 3.0, 6.0], "n_at_risk": [3, 2, 1]}
     assert curve(data)["at_risk"] == at_risk_table(data)
     assert at_risk_table(cohort_data({}, DEFAULT_DEFINITION)) == {"months": [], "n_at_risk": []}
+
+
+def test_compared_numbers_at_risk_share_one_grid():
+    """Two cohorts compared: one row of ticks for both (the coarser step, the longer follow-up's, to the
+    longer follow-up), so the rows line up under the plot; beyond a cohort's last time, 0 at risk."""
+    short = {
+        p: follow_up_record(REG, [res("a", "2024-01-01", 50), res("b", d, 50)], [])
+        for p, d in (("S1", "2024-02-01"), ("S2", "2024-09-01"))
+    }  # ~1 and 8 months: step 3
+    long = {
+        p: follow_up_record(REG, [res("a", "2024-01-01", 50), res("b", d, 50)], [])
+        for p, d in (("L1", "2024-08-01"), ("L2", "2026-07-15"))
+    }  # ~7 and 30 months: step 6
+    a, b = cohort_data(short, DEFAULT_DEFINITION), cohort_data(long, DEFAULT_DEFINITION)
+    assert at_risk_table(a)["months"] == [0.0, 3.0, 6.0]  # alone, each cohort has its own step
+    assert at_risk_table(b)["months"] == [0.0, 6.0, 12.0, 18.0, 24.0, 30.0]
+    grid = {"months": [0.0, 6.0, 12.0, 18.0, 24.0, 30.0], "a": [2, 1, 0, 0, 0, 0], "b": [2, 2, 1, 1, 1, 1]}
+    assert compare(a, b, [1], ("MR4.5", "MR4.5"))["at_risk"] == grid
+    assert compare(b, a, [1], ("MR4.5", "MR4.5"))["at_risk"] == {**grid, "a": grid["b"], "b": grid["a"]}
+    assert at_risk_on(a, [0.0, 3.0, 6.0]) == at_risk_table(a)["n_at_risk"]
+    empty = cohort_data({}, DEFAULT_DEFINITION)
+    assert compare(empty, empty, [1], ("MR4.5", "MR4.5"))["at_risk"] == {"months": [], "a": [], "b": []}

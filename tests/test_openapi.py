@@ -861,6 +861,12 @@ def test_cohort_curve_conform(call, two_cohorts):
     assert curve["time_days"] == [90.0, 181.0] and curve["last_time_days"] == 273.0
     assert curve["aalen_johansen"]["n_at_risk"] == [4, 2]  # at 181 days: patients 1 and 3
     assert {len(v) for p in ("one_minus_km", "aalen_johansen") for v in curve[p].values()} == {2}
+    # The at-risk row is closed: a field that drifts in is caught.
+    request = WerkzeugOpenAPIRequest(EnvironBuilder(path=url, method="GET").get_request())
+    drifted = {**curve, "at_risk": {**curve["at_risk"], "n_censored": [0, 1]}}
+    with pytest.raises(OpenAPIError):
+        body = Response(json.dumps(drifted), status=200, mimetype=JSON)
+        call.openapi.validate_response(request, WerkzeugOpenAPIResponse(body))
     # JSON is the default, and the answer when Accept names none of the three formats.
     assert call("GET", url, CURVE, 200).get_json() == curve
     assert call("GET", url, CURVE, 200, headers={"Accept": "text/csv"}).get_json() == curve
@@ -1436,10 +1442,14 @@ def test_validation_catches_cohort_documents_that_drift(openapi, two_cohorts):
     table = {k: doc[k] for k in ("horizons_months", "one_minus_km", "aalen_johansen")}
     compared = {"overlap": 0, "warnings": [], "logrank": test, "gray": {**test, "test": "gray"},
                 "a": {"cohort_id": c, "data_version": 1, **table},
-                "b": {"cohort_id": c, "data_version": 1, **table}}  # fmt: skip
+                "b": {"cohort_id": c, "data_version": 1, **table},
+                "at_risk": {"months": [0.0, 3.0], "a": [4, 2], "b": [4, 0]}}  # fmt: skip
     check(f"{COMPARE}?a={c}&b={c}", compared)
     for drifted in (
         {**compared, "logrank": {**test, "p_value": 1.5}},
+        {**compared, "at_risk": {"months": [0.0], "a": [4]}},
+        {**compared, "at_risk": {**compared["at_risk"], "n_at_risk": [4, 2]}},
+        {**compared, "at_risk": {**compared["at_risk"], "a": [4, -1]}},
         {**compared, "gray": {**test, "test": "wilcoxon"}},
         {**compared, "a": table},
         {k: v for k, v in compared.items() if k != "warnings"},

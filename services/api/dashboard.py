@@ -81,7 +81,7 @@ PAGE = """<!doctype html>
   </form>
 </header>
 <div id="message" role="alert" aria-live="assertive" hidden></div>
-<main id="main" tabindex="-1" aria-live="polite">
+<main id="main" tabindex="-1">
 <noscript>The dashboard needs JavaScript; the JSON API is documented at <a href="docs">/docs</a>.</noscript>
 </main>
 <script src="dashboard/assets/uPlot.iife.min.js"></script>

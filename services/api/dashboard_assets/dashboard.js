@@ -1,8 +1,8 @@
 /* The dashboard (GET /dashboard): a read-only view of the JSON API, one view per URL fragment.
  *
  * Views: #/cohorts, #/cohorts/<id>, #/compare/<a>/<b>, #/patients/<id>, #/ops. The API key is typed in
- * once and kept in sessionStorage (gone with the tab); "?key=<key>" inside the fragment is taken too,
- * stored, and removed from the address bar. The fragment never reaches the server, so patient ids in it
+ * once and kept in sessionStorage (gone with the tab); "?key=<key>" inside the fragment is taken too
+ * when the tab holds no key yet (a link never replaces the key in use), and removed from the address bar. The fragment never reaches the server, so patient ids in it
  * never reach a log; the API calls below are the documented JSON routes.
  *
  * Every figure comes from the API, clinical thresholds included (GET /v1/reference/response-levels,
@@ -47,8 +47,9 @@
     return (value * 100).toFixed(digits === undefined ? 1 : digits) + "%";
   }
 
-  function withCi(est, lo, hi) {
-    if (est === null || est === undefined) return "not reached";
+  function withCi(est, lo, hi, none) {
+    // `none`: what a missing estimate means where it is shown (a horizon beyond the follow-up).
+    if (est === null || est === undefined) return none || "not reached";
     var ci = lo === null || lo === undefined || hi === null || hi === undefined
       ? "" : " (" + pct(lo) + " to " + pct(hi) + ")";
     return pct(est) + ci;
@@ -79,8 +80,17 @@
   }
 
   function showMessage(text) {
-    message.textContent = text;
+    // Unchanged text is left alone: rewriting it would make a screen reader announce the alert again.
+    if (message.textContent !== text) message.textContent = text;
     message.hidden = !text;
+  }
+
+  // The service's id pattern (shared/schemas.py ID_PATTERN): a fragment naming anything else ("..",
+  // "a/b") is refused here, before any request.
+  var ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
+
+  function badId(id) {
+    return Promise.reject(new ApiError(404, "Not a valid id: " + JSON.stringify(id) + " (letters, digits and . _ : - only, up to 64)."));
   }
 
   function enc(part) { return encodeURIComponent(part); }
@@ -103,7 +113,7 @@
 
   function api(path) {
     var key = getKey();
-    if (!key) return Promise.reject(new ApiError(0, "Enter an API key above (one with the status:read scope)."));
+    if (!key) return Promise.reject(new ApiError(401, "Enter an API key above (one with the status:read scope)."));
     // Relative to the page, so the dashboard works behind a path prefix as /docs does.
     return fetch(path, { headers: { Authorization: "Bearer " + key, Accept: "application/json" }, cache: "no-store" })
       .then(function (resp) {
@@ -132,18 +142,30 @@
 
   // ---- routing ------------------------------------------------------------------------------------
 
+  // A view's address: "#/..." (or no fragment at all). Any other fragment ("#main", the skip link's
+  // target) is an anchor in the page, not a view.
+  function isViewHash(hash) { return !hash || hash === "#" || hash.indexOf("#/") === 0; }
+
+  var keyNote = "";
+
   function parseHash() {
     var raw = location.hash.replace(/^#/, "");
     var q = raw.indexOf("?");
     var path = q >= 0 ? raw.slice(0, q) : raw;
     var params = new URLSearchParams(q >= 0 ? raw.slice(q + 1) : "");
+    keyNote = "";
     if (params.has("key")) {
-      setKey(params.get("key"));
+      var given = params.get("key");
+      // A link never replaces the key this tab already holds (a crafted link could otherwise swap in
+      // someone else's key): taken only when none is stored, or when it is the same.
+      if (!getKey() || getKey() === given) setKey(given);
+      else keyNote = "The link carried an API key; it was ignored because this tab already has one (Forget key first to use another).";
       params.delete("key");
       var rest = params.toString();
-      // Out of the address bar (and so out of the history, bookmarks and screen shares) at once.
+      // Out of the address bar at once (the browser's history may still hold the address as typed).
       history.replaceState(null, "", location.pathname + location.search + "#" + path + (rest ? "?" + rest : ""));
     }
+    if (path.charAt(0) !== "/") return ["cohorts"];
     var parts = path.split("/").filter(Boolean).map(function (p) {
       try { return decodeURIComponent(p); } catch (e) { return p; }
     });
@@ -167,7 +189,9 @@
       else a.removeAttribute("aria-current");
     });
     var view;
-    if (parts[0] === "cohorts" && parts.length === 1) view = cohortsView();
+    var ids = parts.slice(1).filter(function (p) { return !ID.test(p); });
+    if (ids.length && ["cohorts", "compare", "patients"].indexOf(parts[0]) >= 0) view = badId(ids[0]);
+    else if (parts[0] === "cohorts" && parts.length === 1) view = cohortsView();
     else if (parts[0] === "cohorts" && parts.length === 2) view = cohortView(parts[1]);
     else if (parts[0] === "compare" && parts.length === 3) view = compareView(parts[1], parts[2]);
     else if (parts[0] === "patients" && parts.length === 2) view = patientView(parts[1]);
@@ -182,15 +206,19 @@
       main.appendChild(node);
       var heading = main.querySelector("h2");
       if (heading) document.title = heading.textContent + " - CML dashboard";
+      showMessage(keyNote);
     }, function (err) {
       if (token !== renderToken) return;
       clearView();
       var text = err && err.message ? err.message : String(err);
-      showMessage(text);
+      var status = err && err.status;
+      showMessage(keyNote ? keyNote + " " + text : text);
       main.appendChild(h("section", { className: "error-view" },
-        h("h2", { text: err && (err.status === 401 || err.status === 0) ? "API key needed" : "Cannot show this view" }),
-        h("p", { className: "error", "data-status": err && err.status, text: text })));
-      if (err && (err.status === 401 || err.status === 0) && !getKey()) document.getElementById("key-input").focus();
+        h("h2", { text: status === 401 ? "API key needed" : status === 0 ? "The service did not answer" : "Cannot show this view" }),
+        h("p", { className: "error", "data-status": status, text: text })));
+      if (status === 401 && !getKey()) document.getElementById("key-input").focus();
+      // An on-call screen opened during an outage keeps trying (quietly: the alert is not re-announced).
+      if (parts[0] === "ops" && parts.length === 1 && status !== 401 && status !== 403) retryOps(token);
     }).then(function () { main.removeAttribute("aria-busy"); });
   }
 
@@ -204,10 +232,20 @@
     return api("v1/cohorts").then(function (list) {
       var cohorts = list.cohorts || [];
       return Promise.all(cohorts.map(function (c) {
-        return api("v1/cohorts/" + enc(c.cohort_id) + "/statistics");
+        // One cohort's statistics failing (not computed yet, a 500) leaves the other rows standing.
+        return api("v1/cohorts/" + enc(c.cohort_id) + "/statistics").catch(function (err) {
+          if (err && err.status === 401) throw err;
+          return { failed: err && err.message ? err.message : String(err) };
+        });
       })).then(function (stats) {
         var rows = cohorts.map(function (c, i) {
           var s = stats[i];
+          if (s.failed) {
+            return h("tr", { "data-cohort": c.cohort_id, className: "alarm" },
+              h("th", { scope: "row" }, h("a", { href: "#/cohorts/" + enc(c.cohort_id), text: c.cohort_id })),
+              h("td", { className: "num", text: c.n !== undefined ? c.n : "" }),
+              h("td", { colspan: "5", className: "error", text: "Statistics unavailable: " + s.failed }));
+          }
           var k = horizonIndex(s, 12);
           var aj = s.aalen_johansen || {};
           var est = k >= 0 ? aj.estimate[k] : null;
@@ -217,7 +255,7 @@
             h("td", { className: "num", text: s.n_evaluable !== undefined ? s.n_evaluable : "pending" }),
             h("td", { text: (c.definition || {}).endpoint || "" }),
             h("td", { className: "num fig12", "data-value": est === null || est === undefined ? "null" : String(est),
-              text: k >= 0 ? withCi(est, aj.lower[k], aj.upper[k]) : "pending" }),
+              text: k >= 0 ? withCi(est, aj.lower[k], aj.upper[k], "beyond follow-up") : "pending" }),
             h("td", { text: s.computed_at || "not yet" }),
             h("td", { text: s.pending ? "yes: refreshing" : "no" }));
         });
@@ -287,7 +325,7 @@
     curves.forEach(function (c, i) {
       var base = 1 + 3 * i;
       var stepped = uPlot.paths.stepped({ align: 1 });
-      series.push({ label: c.label, stroke: c.colour, width: 2, paths: stepped, points: { show: false },
+      series.push({ label: c.label, stroke: c.colour, width: 2, paths: stepped, points: { show: false }, dash: c.dash,
         value: function (u, v) { return v === null ? "-" : pct(v); } });
       series.push({ label: c.label + " lower 95%", stroke: c.colour, width: 0, paths: stepped, points: { show: false }, show: true,
         value: function (u, v) { return v === null ? "-" : pct(v); } });
@@ -321,7 +359,8 @@
       var swatch = h("span", { className: "swatch", "aria-hidden": "true" });
       swatch.style.borderColor = c.colour;  // CSSOM, which the page's style-src 'self' allows
       swatch.style.backgroundColor = c.colour + "26";
-      return h("li", {}, swatch, c.label + " (line) with its 95% band (shaded)");
+      if (c.dash) swatch.style.borderStyle = "dashed";
+      return h("li", {}, swatch, c.label + (c.dash ? " (dashed line)" : " (line)") + " with its 95% band (shaded)");
     })));
     return u;
   }
@@ -332,8 +371,8 @@
       return h("tr", {},
         label ? h("th", { scope: "row", text: label }) : null,
         h(label ? "td" : "th", label ? { className: "num", text: m } : { scope: "row", className: "num", text: m }),
-        h("td", { className: "num", text: withCi(aj.estimate[i], aj.lower[i], aj.upper[i]) }),
-        h("td", { className: "num", text: withCi(km.estimate[i], km.lower[i], km.upper[i]) }),
+        h("td", { className: "num", text: withCi(aj.estimate[i], aj.lower[i], aj.upper[i], "beyond follow-up") }),
+        h("td", { className: "num", text: withCi(km.estimate[i], km.lower[i], km.upper[i], "beyond follow-up") }),
         h("td", { className: "num", text: aj.n_at_risk[i] }));
     });
   }
@@ -382,7 +421,8 @@
       section.appendChild(figure);
       incidenceChart(figure, "Cumulative incidence of " + stats.definition.endpoint, [
         { label: "Aalen-Johansen", colour: COLOURS.aj, steps: steps(curve, "aalen_johansen") },
-        { label: "1 - Kaplan-Meier", colour: COLOURS.km, steps: steps(curve, "one_minus_km") },
+        // Dashed: without competing events the two curves are one, and a solid line would hide the other.
+        { label: "1 - Kaplan-Meier", colour: COLOURS.km, steps: steps(curve, "one_minus_km"), dash: [6, 4] },
       ], atRiskOf(curve, "n"));
       figure.appendChild(h("figcaption", { text: "Aalen-Johansen treats competing events as such; 1 - Kaplan-Meier censors them (and so overstates the incidence when there are any). Shaded: 95% confidence bands." }));
       section.appendChild(h("div", { className: "scroll" }, table("Figures at the horizons (95% CI)",
@@ -397,7 +437,7 @@
           curvePointRows(curve), { id: "curve-table" })),
         curve.at_risk ? table("Numbers at risk under the axis", ["Months", "At risk"], curve.at_risk.months.map(function (mo, i) {
           return h("tr", {}, h("td", { className: "num", text: mo }), h("td", { className: "num", text: curve.at_risk.n_at_risk[i] }));
-        })) : null));
+        }), { id: "at-risk-table" }) : null));
       return section;
     });
   }
@@ -417,13 +457,31 @@
         (cmp.warnings || []).forEach(function (w) { section.appendChild(h("p", { className: "warning", text: "Caution: " + w })); });
         var figure = h("figure", {});
         section.appendChild(figure);
+        // Both rows of numbers at risk on the one grid the service gives (shared/cohorts.compared_at_risk),
+        // so they line up under the axis; a curve stored before the field: each cohort's own row.
+        var grid = cmp.at_risk;
+        var atRisk = grid && grid.months && grid.months.length
+          ? [{ label: a, months: grid.months, counts: grid.a }, { label: b, months: grid.months, counts: grid.b }]
+          : atRiskOf(ca, a).concat(atRiskOf(cb, b));
         incidenceChart(figure, "Cumulative incidence (Aalen-Johansen)", [
           { label: a, colour: COLOURS.a, steps: steps(ca, "aalen_johansen") },
-          { label: b, colour: COLOURS.b, steps: steps(cb, "aalen_johansen") },
-        ], atRiskOf(ca, a).concat(atRiskOf(cb, b)));
+          { label: b, colour: COLOURS.b, steps: steps(cb, "aalen_johansen"), dash: [6, 4] },
+        ], atRisk);
         section.appendChild(h("div", { className: "scroll" }, table("Figures at the horizons (95% CI)",
           ["Cohort", "Months", "Aalen-Johansen", "1 - Kaplan-Meier", "At risk"],
           horizonRows(cmp.a, a).concat(horizonRows(cmp.b, b)), { id: "compare-table" })));
+        // The chart's text equivalent: every point of both curves, and the numbers at risk.
+        section.appendChild(h("details", {}, h("summary", { text: "Every point of the curves and the numbers at risk (text equivalent of the chart)" }),
+          [[a, ca, "curve-table-a"], [b, cb, "curve-table-b"]].map(function (x) {
+            return h("div", { className: "scroll" }, table("Curve points: " + x[0], ["Months", "Aalen-Johansen", "1 - Kaplan-Meier", "At risk"],
+              curvePointRows(x[1]), { id: x[2] }));
+          }),
+          atRisk.length ? h("div", { className: "scroll" }, table("Numbers at risk under the axis", ["Months"].concat(atRisk.map(function (r) { return r.label; })),
+            atRisk[0].months.map(function (mo, i) {
+              return h("tr", {}, h("td", { className: "num", text: mo }), atRisk.map(function (r) {
+                return h("td", { className: "num", text: r.counts[i] });
+              }));
+            }), { id: "compare-at-risk-table" })) : null));
         return section;
       });
   }
@@ -442,42 +500,97 @@
 
   function seconds(date) { return Date.parse(String(date).slice(0, 10) + "T00:00:00Z") / 1000; }
 
+  function words(code) { return String(code).replace(/_/g, " "); }
+
+  function why(reason, reasonText) {
+    // A change's own coded reason, with its free text beside it.
+    var parts = [reason ? words(reason) : null, reasonText || null].filter(Boolean);
+    return parts.length ? " (" + parts.join(": ") + ")" : "";
+  }
+
+  function mg(dose) { return dose === null || dose === undefined ? "" : " " + dose + " mg"; }
+
+  function lineLabel(line) { return line === null || line === undefined ? "" : ", line " + line; }
+
+  function changeText(c, therapy) {
+    var started = (therapy.lines || []).filter(function (l) { return l.started_on === c.date && l.tki === c.to_tki; })[0];
+    var drugName = function (x) { return x || "TKI not recorded"; };
+    var text = {
+      drug: "Changed " + drugName(c.from_tki) + " to " + drugName(c.to_tki) + mg(c.to_dose_mg) + (started ? lineLabel(started.line) : ""),
+      drug_or_dose: "Changed " + drugName(c.from_tki) + mg(c.from_dose_mg) + " to " + drugName(c.to_tki) + mg(c.to_dose_mg) + " (a change of drug or of dose: cannot be told)",
+      dose: drugName(c.to_tki) + " dose" + mg(c.from_dose_mg) + " to" + mg(c.to_dose_mg),
+      product: drugName(c.to_tki) + ": product switched (same drug and dose)",
+      restart: drugName(c.to_tki) + mg(c.to_dose_mg) + " restarted",
+      stop: drugName(c.from_tki) + " stopped",
+    }[c.kind] || words(c.kind) + ": " + drugName(c.to_tki);
+    return text + why(c.reason, c.reason_text);
+  }
+
   function patientMarks(status) {
-    // Therapy starts, changes and stops, and recorded events: vertical lines on the timeline.
+    // The TKI start, every change of therapy (drug, dose, product, stop, restart: status.therapy.changes,
+    // each with its own reason) and the other recorded events: vertical lines on the timeline.
     var marks = [];
     var therapy = status.therapy || {};
-    (therapy.lines || []).forEach(function (l) {
-      marks.push({ date: l.started_on, text: "Line " + l.line + ": " + l.tki + " started" });
-      if (l.ended_on) marks.push({ date: l.ended_on, text: l.tki + " ended" + (l.reason ? " (" + l.reason + ")" : "") });
+    var first = (therapy.lines || [])[0];
+    if (first && first.started_on) {
+      marks.push({ date: first.started_on, text: (first.tki || "TKI not recorded") + " started" + lineLabel(first.line) });
+    }
+    var fromChanges = {};
+    (therapy.changes || []).forEach(function (c) {
+      fromChanges[c.event_id] = true;
+      if (c.kind === "unchanged") return;  // the same drug, dose and product restated
+      marks.push({ date: c.date, text: changeText(c, therapy) });
     });
     (status.events || []).forEach(function (e) {
-      if (e.type === "tki_changed") return;  // already a therapy line
-      marks.push({ date: e.date, text: String(e.type).replace(/_/g, " ") + (e.reason ? " (" + e.reason + ")" : "") });
+      if (e.type === "tki_changed" || fromChanges[e.event_id]) return;  // a change, listed above
+      marks.push({ date: e.date, text: words(e.type) + why(e.reason, e.reason_text) });
     });
-    return marks.filter(function (m) { return m.date; });
+    return marks.filter(function (m) { return m.date; }).sort(function (p, q) { return p.date < q.date ? -1 : p.date > q.date ? 1 : 0; });
+  }
+
+  function therapyText(status) {
+    var t = status.therapy;
+    if (!t) return "unknown";
+    if (status.on_tki === false) {
+      // current_tki is the last drug taken, not one taken now: after a stop (or death) it is history.
+      var ends = (status.events || []).filter(function (e) { return e.type === "tki_stopped" || e.type === "death"; });
+      var last = ends[ends.length - 1];
+      return "off TKI" + (last ? " since " + last.date + (t.current_tki ? " (last: " + t.current_tki + mg(t.dose_mg) + ")" : "") : "");
+    }
+    return (t.current_tki || "TKI not recorded") + mg(t.dose_mg) + lineLabel(t.line);
   }
 
   function patientChart(container, results, status, ref) {
     var kept = results.slice().sort(function (p, q) { return seconds(p.collected_at) - seconds(q.collected_at); });
     var thresholds = ref.thresholds;
-    var floor = Math.min.apply(null, thresholds.map(function (t) { return t.is_percent_at_most; })) / 10;
+    var deepest = Math.min.apply(null, thresholds.map(function (t) { return t.is_percent_at_most; }));
     var xs = [], line = [], detected = [], undetected = [], withdrawn = [];
-    kept.forEach(function (r) {
+    var ys = kept.map(function (r) {
       var c = r.classification || {};
-      var y = c.upper_is_percent || c.is_percent || c.sensitivity_percent || floor;
+      return c.detectable ? c.is_percent : c.upper_is_percent || c.sensitivity_percent || null;
+    });
+    var positive = ys.filter(function (v) { return v !== null && v > 0; });
+    // The axis reaches a decade below the deepest line, and further down for an undetectable whose
+    // sensitivity is deeper still (half its value, as ymax is twice the highest), so every point is inside.
+    var floor = Math.min(deepest / 10, Math.min.apply(null, positive.concat([Infinity])) / 2);
+    kept.forEach(function (r, i) {
+      var c = r.classification || {};
+      var y = ys[i] !== null && ys[i] > 0 ? ys[i] : floor;  // withdrawn (never scored): at the foot
       xs.push(seconds(r.collected_at));
-      line.push(r.withdrawn ? null : y);
+      // The trend joins consecutive detected results only: an undetectable's value is an upper bound, not
+      // a level, so the line breaks there (null: a gap in uPlot), as it does at a withdrawn result.
+      line.push(!r.withdrawn && c.detectable ? y : null);
       detected.push(!r.withdrawn && c.detectable ? y : null);
-      undetected.push(!r.withdrawn && !c.detectable ? y : null);
-      withdrawn.push(r.withdrawn ? y : null);
+      undetected.push(!r.withdrawn && r.classification && !c.detectable ? y : null);
+      withdrawn.push(r.withdrawn || !r.classification ? y : null);
     });
     var marks = patientMarks(status);
     var windows = (status.milestones || []).filter(function (m) { return m.window_from && m.window_to; });
     var start = (status.therapy && status.therapy.lines && status.therapy.lines[0] || {}).started_on;
     var xmin = Math.min.apply(null, xs.concat(marks.map(function (m) { return seconds(m.date); }), windows.map(function (w) { return seconds(w.window_from); })));
-    var xmax = Math.max.apply(null, xs.concat(marks.map(function (m) { return seconds(m.date); }), windows.map(function (w) { return seconds(w.window_to); })));
+    var xmax = Math.max.apply(null, xs.concat(marks.map(function (m) { return seconds(m.date); }), windows.map(function (w) { return seconds(w.window_to) + 86400; })));
     var pad = Math.max(86400 * 20, (xmax - xmin) * 0.03);
-    var ymax = Math.max(100, Math.max.apply(null, line.concat(withdrawn).filter(function (v) { return v !== null; }).concat([1])) * 2);
+    var ymax = Math.max(100, Math.max.apply(null, positive.concat([1])) * 2);
 
     function drawOverlay(u) {
       var ctx = u.ctx, top = u.bbox.top, height = u.bbox.height, left = u.bbox.left, width = u.bbox.width;
@@ -486,7 +599,8 @@
       ctx.font = (11 * dpr) + "px system-ui, sans-serif";
       // ELN 2020 milestone windows, shaded by their verdict.
       windows.forEach(function (w, i) {
-        var x0 = u.valToPos(seconds(w.window_from), "x", true), x1 = u.valToPos(seconds(w.window_to), "x", true);
+        // window_to is inclusive: the shading runs to the end of that day.
+        var x0 = u.valToPos(seconds(w.window_from), "x", true), x1 = u.valToPos(seconds(w.window_to) + 86400, "x", true);
         var colour = VERDICT[w.assessment] || "#595959";
         ctx.fillStyle = colour + "22";
         ctx.fillRect(x0, top, x1 - x0, height);
@@ -514,10 +628,23 @@
         ctx.lineWidth = 2 * dpr;
         ctx.beginPath(); ctx.moveTo(x, top); ctx.lineTo(x, top + height); ctx.stroke();
         ctx.fillStyle = ctx.strokeStyle;
-        ctx.textAlign = "left";
-        ctx.fillText(m.text, x + 4 * dpr, top + height - (8 + 14 * (i % 3)) * dpr);
+        // Left of the line when it is near the right edge, so the label is not cut off by the plot's end.
+        var right = x + ctx.measureText(m.text).width + 4 * dpr > left + width;
+        ctx.textAlign = right ? "right" : "left";
+        ctx.fillText(m.text, right ? x - 4 * dpr : x + 4 * dpr, top + height - (8 + 13 * (i % 5)) * dpr);
       });
       ctx.restore();
+    }
+
+    function recordDrawn(u) {
+      // What was drawn, read back from the chart once it is (the tests check it against the API): the
+      // y range, and per result (by id) its plotted value and whether the trend line passes through it.
+      u.root.parentNode.plotted = kept.map(function (r, i) {
+        var y = [u.data[2][i], u.data[3][i], u.data[4][i]].filter(function (v) { return v !== null && v !== undefined; })[0];
+        return { id: r.result_id, y: y, inLine: u.data[1][i] !== null && u.data[1][i] !== undefined };
+      });
+      u.root.parentNode.setAttribute("data-y-min", String(u.scales.y.min));
+      u.root.parentNode.setAttribute("data-y-max", String(u.scales.y.max));
     }
 
     // The markers drawn (detected, undetectable, withdrawn): one per result, which the tests count.
@@ -530,11 +657,13 @@
     var val = function (u, v) { return v === null ? "-" : isText(v); };
     var u = new uPlot({
       width: chartWidth(container), height: 380, title: "BCR-ABL1 (IS%)",
+      // Dates are UTC days (as in the tables), whatever the browser's time zone.
+      tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"); },
       scales: { x: { time: true, range: [xmin - pad, xmax + pad] },
         y: { distr: 3, log: 10, range: [floor, ymax] } },
       series: [
         { label: "Date", value: function (u, v) { return v === null ? "-" : new Date(v * 1000).toISOString().slice(0, 10); } },
-        { label: "Trend", stroke: "#1f5fa8", width: 1.5, spanGaps: true, points: { show: false }, value: val },
+        { label: "Trend (detected results)", stroke: "#1f5fa8", width: 1.5, points: { show: false }, value: val },
         { label: "Detected", stroke: "#1f5fa8", width: 0, paths: function () { return null; }, value: val,
           points: { show: true, size: 10, fill: "#1f5fa8", stroke: "#1f5fa8" } },
         { label: "Undetectable (at its sensitivity)", stroke: "#1f5fa8", width: 0, paths: function () { return null; }, value: val,
@@ -549,7 +678,7 @@
           splits: function () { return decades(floor, ymax); },
           values: function (u, vals) { return vals.map(function (v) { return isText(v); }); } },
       ],
-      hooks: { draw: [drawOverlay] },
+      hooks: { draw: [drawOverlay, recordDrawn] },
     }, [xs, line, detected, undetected, withdrawn], el);
     charts.push(u);
     if (start) container.appendChild(h("p", { className: "hint", text: "Milestone windows count from the TKI start, " + start + " (ELN 2020: 3, 6 and 12 months, each +-1 month)." }));
@@ -570,7 +699,7 @@
       h("dt", { text: "ELN 2020 assessment" }), h("dd", { className: "verdict-" + status.eln_assessment, text: (status.eln_assessment || "none").replace(/_/g, " ") }),
       h("dt", { text: "ACTIM entry" }), h("dd", { text: actim.eligible === true ? "eligible" : actim.eligible === false ? "not eligible" : "not assessed" }),
       h("dt", { text: "TFR (ELN 2020)" }), h("dd", { text: "minimal: " + yesNo((tfr.minimal || {}).eligible) + "; optimal: " + yesNo((tfr.optimal || {}).eligible) }),
-      h("dt", { text: "Therapy" }), h("dd", { text: status.therapy ? (status.therapy.current_tki || "off TKI") + (status.therapy.dose_mg ? " " + status.therapy.dose_mg + " mg" : "") + ", line " + status.therapy.line : "unknown" }),
+      h("dt", { text: "Therapy" }), h("dd", { id: "therapy-now", text: therapyText(status) }),
       h("dt", { text: "Next sample due" }), h("dd", { text: status.next_sample_due || "n/a" }));
     var actions = status.actions || [];
     return h("aside", { className: "panel", "aria-label": "Status" },
@@ -608,14 +737,26 @@
       section.appendChild(layout);
       if (results.length) patientChart(figure, results, status, ref);
       else figure.appendChild(h("p", { text: "No result yet." }));
-      figure.appendChild(h("figcaption", { text: "Filled: detected; open: undetectable, drawn at the sensitivity the sample reached; grey at the foot of the axis: withdrawn (entered in error, never scored); shaded: ELN 2020 milestone windows with their verdicts; vertical lines: therapy and clinical events." }));
+      figure.appendChild(h("figcaption", { text: "Filled: detected, joined by the trend line; open: undetectable, drawn at the sensitivity the sample reached (an upper bound: the line breaks there); grey at the foot of the axis: withdrawn (entered in error, never scored); shaded: ELN 2020 milestone windows with their verdicts; vertical lines: therapy and clinical events." }));
       section.appendChild(h("h3", { text: "ELN 2020 milestones" }));
+      var byId = {};
+      results.forEach(function (x) { byId[x.result_id] = x; });
+      var milestones = status.milestones || [];
+      if (!milestones.length) {
+        // Why there is none (no TKI start, too early...), and what the assessment rests on instead.
+        var basis = status.eln_assessment_basis;
+        section.appendChild(h("p", { id: "milestones-reason", text: "No milestone: " + (status.milestones_reason || "none assessed") +
+          (basis && (basis.reason || basis.detail) ? ". ELN 2020 assessment based on: " + (basis.reason || basis.detail) : "") + "." }));
+      }
       section.appendChild(h("div", { className: "scroll" }, table("Milestones from TKI start", ["Milestone", "Window", "Verdict", "Result", "Why"],
-        (status.milestones || []).map(function (m) {
+        milestones.map(function (m) {
+          var r = m.result_id ? byId[m.result_id] : null;
+          // An undetectable result's figure is the sensitivity the sample reached: an upper bound.
+          var undetectable = r && r.classification && r.classification.detectable === false;
           return h("tr", {}, h("th", { scope: "row", text: m.milestone }),
             h("td", { text: m.window_from + " to " + (m.window_to || "now") }),
-            h("td", { className: "verdict-" + m.assessment, text: String(m.assessment).replace(/_/g, " ") }),
-            h("td", { text: m.result_id ? m.result_id + " (" + isText(m.is_percent) + ")" : "none" }),
+            h("td", { className: "verdict-" + m.assessment, text: words(m.assessment) }),
+            h("td", { text: m.result_id ? m.result_id + " (" + (undetectable ? "< " : "") + isText(m.is_percent) + ")" : "none" }),
             h("td", { text: m.reason || "" }));
         }), { id: "milestone-table" })));
       section.appendChild(h("h3", { text: "Results (text equivalent of the chart)" }));
@@ -623,12 +764,12 @@
         results.slice().sort(function (p, q) { return seconds(p.collected_at) - seconds(q.collected_at); }).map(function (x) {
           var c = x.classification;
           if (!c) {  // withdrawn (entered in error): never scored, drawn at the foot of the axis
-            return h("tr", { className: "withdrawn" },
+            return h("tr", { className: "withdrawn", "data-result": x.result_id },
               h("td", { text: String(x.collected_at).slice(0, 10) }), h("td", { text: x.result_id }),
               h("td", { className: "num", text: "not scored" }), h("td", {}), h("td", {}), h("td", {}),
               h("td", { text: x.withdrawn ? "withdrawn" : x.status }));
           }
-          return h("tr", { className: x.withdrawn ? "withdrawn" : null },
+          return h("tr", { className: x.withdrawn ? "withdrawn" : null, "data-result": x.result_id },
             h("td", { text: String(x.collected_at).slice(0, 10) }), h("td", { text: x.result_id }),
             h("td", { className: "num", text: c.detectable ? isText(c.is_percent) : "< " + isText(c.upper_is_percent) }),
             h("td", { text: c.level || "" }), h("td", { text: c.detectable ? "yes" : "no" }),
@@ -652,15 +793,25 @@
     return seconds < 120 ? seconds.toFixed(1) + " s" : (seconds / 60).toFixed(1) + " min";
   }
 
+  function opsSummary(q, dead) {
+    // The few facts worth announcing when they change (the status region below; never the whole panel).
+    var idle = (q.queues || []).filter(function (x) { return !x.consumers_alive; }).map(function (x) { return x.queue; });
+    return (idle.length ? "No consumer on: " + idle.join(", ") + ". " : "Every queue has a consumer. ") +
+      q.workers_alive + " worker" + (q.workers_alive === 1 ? "" : "s") + " alive. " +
+      dead.length + " dead letter" + (dead.length === 1 ? "" : "s") + "." +
+      (q.redis_memory && q.redis_memory.near_limit ? " Redis memory near its limit." : "");
+  }
+
   function opsView(token) {
     return Promise.all([api("v1/ops/queues"), api("v1/ops/dead-letters")]).then(function (r) {
       var q = r[0], dead = r[1].dead_letters || [];
       var lag = q.recompute_lag_ms || {};
       var section = h("section", { id: "ops" }, h("h2", { text: "Operations" }),
-        h("p", { className: "hint", text: "Refreshed every " + OPS_REFRESH_MS / 1000 + " seconds; last at " + new Date().toISOString().slice(11, 19) + " UTC." }),
+        h("p", { id: "ops-status", role: "status", text: opsSummary(q, dead) }),
+        h("p", { className: "hint", id: "ops-stamp", text: "Refreshed every " + OPS_REFRESH_MS / 1000 + " seconds; last at " + new Date().toISOString().slice(11, 19) + " UTC." }),
         h("div", { className: "scroll" }, table("Queues", ["Queue", "Depth", "Oldest waiting", "In flight", "Consumers alive", "Consumers"],
           (q.queues || []).map(function (x) {
-            return h("tr", { className: x.consumers_alive ? null : "alarm" }, h("th", { scope: "row", text: x.queue }),
+            return h("tr", { className: x.consumers_alive ? null : "alarm", "data-key": "queue:" + x.queue }, h("th", { scope: "row", text: x.queue }),
               h("td", { className: "num", text: x.depth }), h("td", { className: "num", text: age(x.oldest_age_s) }),
               h("td", { className: "num", text: x.in_flight }),
               h("td", { className: "num", text: x.consumers_alive + (x.consumers_alive ? "" : " (no consumer!)") }),
@@ -677,7 +828,7 @@
           h("dd", { text: q.redis_memory ? (q.redis_memory.used_bytes / 1048576).toFixed(1) + " MiB" + (q.redis_memory.max_bytes ? " of " + (q.redis_memory.max_bytes / 1048576).toFixed(0) + " MiB" : " (no limit)") + (q.redis_memory.near_limit ? ": near the limit!" : "") : "n/a" })),
         h("div", { className: "scroll" }, table("Workers (" + q.workers_alive + " alive)", ["Worker", "Alive", "Last heartbeat", "Queues"],
           (q.workers || []).map(function (w) {
-            return h("tr", { className: w.alive ? null : "alarm" }, h("th", { scope: "row", text: w.worker }),
+            return h("tr", { className: w.alive ? null : "alarm", "data-key": "worker:" + w.worker }, h("th", { scope: "row", text: w.worker }),
               h("td", { text: w.alive ? "yes" : "no" }), h("td", { className: "num", text: w.age_s.toFixed(1) + " s ago" }),
               h("td", { text: (w.queues || []).join(", ") }));
           }), { id: "worker-table" })),
@@ -685,30 +836,104 @@
           ["Kind", "Id", "Failed at", "Error"],
           dead.length ? dead.slice(0, 100).map(function (d) {
             var href = (d.kind === "patient" ? "#/patients/" : "#/cohorts/") + enc(d.id);
-            return h("tr", {}, h("td", { text: d.kind }), h("td", {}, h("a", { href: href, text: d.id })),
+            return h("tr", { "data-key": "dead:" + d.kind + ":" + d.id }, h("td", { text: d.kind }),
+              h("td", {}, h("a", { href: href, text: d.id, "data-key": "dead-link:" + d.kind + ":" + d.id })),
               h("td", { text: new Date(d.failed_ms).toISOString().replace("T", " ").slice(0, 19) + " UTC" }),
               h("td", { text: d.error || "" }));
-          }) : [h("tr", {}, h("td", { colspan: "4", text: "None." }))], { id: "dead-table" })));
+          }) : [h("tr", { "data-key": "dead:none" }, h("td", { colspan: "4", text: "None." }))], { id: "dead-table" })));
       scheduleOps(token);
       return section;
     });
   }
 
-  function scheduleOps(token) {
-    timer = setTimeout(function () {
+  function keyOf(node) { return node.nodeType === 1 ? node.getAttribute("data-key") : null; }
+
+  function morph(old, neu) {
+    // Bring `old` to look like `neu` in place: text and attributes change, elements stay (so the focus,
+    // a screen reader's position and a text selection survive a refresh). Children with a data-key are
+    // matched by it (a new dead letter on top does not shift the others); the rest by position.
+    if (old.nodeType !== neu.nodeType || old.nodeName !== neu.nodeName || keyOf(old) !== keyOf(neu)) {
+      old.parentNode.replaceChild(neu, old);
+      return;
+    }
+    if (old.nodeType === 3) {
+      if (old.nodeValue !== neu.nodeValue) old.nodeValue = neu.nodeValue;
+      return;
+    }
+    if (old.nodeType !== 1) return;
+    Array.prototype.slice.call(old.attributes).forEach(function (a) { if (!neu.hasAttribute(a.name)) old.removeAttribute(a.name); });
+    Array.prototype.slice.call(neu.attributes).forEach(function (a) { if (old.getAttribute(a.name) !== a.value) old.setAttribute(a.name, a.value); });
+    var oldKids = Array.prototype.slice.call(old.childNodes);
+    var newKids = Array.prototype.slice.call(neu.childNodes);
+    var keyed = {};
+    oldKids.forEach(function (c) { if (keyOf(c)) keyed[keyOf(c)] = c; });
+    var unkeyed = oldKids.filter(function (c) { return !keyOf(c); });
+    var wanted = newKids.map(function (n) { return keyOf(n) ? keyed[keyOf(n)] || null : unkeyed.shift() || null; });
+    // Drop what has no counterpart first, so that the rows kept never move (moving one would blur it).
+    oldKids.forEach(function (c) { if (wanted.indexOf(c) < 0) old.removeChild(c); });
+    newKids.forEach(function (n, i) {
+      var match = wanted[i];
+      if (!match) {
+        old.insertBefore(n, old.childNodes[i] || null);
+        return;
+      }
+      if (old.childNodes[i] !== match) old.insertBefore(match, old.childNodes[i] || null);
+      morph(match, n);
+    });
+  }
+
+  function refreshOps(node) {
+    var old = document.getElementById("ops");
+    if (!old) {
+      while (main.firstChild) main.removeChild(main.firstChild);
+      main.appendChild(node);
+      return;
+    }
+    var focused = document.activeElement && old.contains(document.activeElement) ? keyOf(document.activeElement) : null;
+    morph(old, node);
+    // A focused element that had to be replaced (its row changed shape): focus its successor by key.
+    if (focused && !old.contains(document.activeElement)) {
+      var again = old.querySelector('[data-key="' + CSS.escape(focused) + '"]');
+      if (again) again.focus({ preventScroll: true });
+    }
+  }
+
+  var opsFailures = 0;
+
+  function opsFailed(token, err) {
+    opsFailures += 1;
+    // Said once in the alert (showMessage leaves the same text alone); the count goes to the stamp,
+    // which is not a live region, so a long outage is not re-announced every few seconds.
+    if (message.hidden || message.textContent.indexOf(err.message) !== 0) {
+      showMessage(err.message + " (the figures shown are from the last answer, if any; retrying every " + OPS_REFRESH_MS / 1000 + " s)");
+    }
+    var stamp = document.getElementById("ops-stamp");
+    if (stamp) stamp.textContent = "No answer from the last " + opsFailures + " attempt" + (opsFailures === 1 ? "" : "s") + "; retrying.";
+    timer = setTimeout(function () { if (token === renderToken) refreshLoop(token); }, OPS_REFRESH_MS);
+  }
+
+  function refreshLoop(token) {
+    // opsView schedules the next refresh itself when it succeeds.
+    opsView(token).then(function (node) {
       if (token !== renderToken) return;
-      // Re-render in place: the view keeps its address and focus stays where the user left it.
-      opsView(token).then(function (node) {
-        if (token !== renderToken) return;
-        showMessage("");
-        var old = document.getElementById("ops");
-        if (old) old.replaceWith(node);
-      }, function (err) {
-        if (token !== renderToken) return;
-        showMessage(err.message + " (the figures below are from the last answer; retrying)");
-        scheduleOps(token);  // an on-call screen keeps trying through a restart of the API
-      });
-    }, OPS_REFRESH_MS);
+      opsFailures = 0;
+      showMessage("");
+      refreshOps(node);
+    }, function (err) {
+      if (token !== renderToken) return;
+      if (err && (err.status === 401 || err.status === 403)) { showMessage(err.message); return; }
+      opsFailed(token, err);
+    });
+  }
+
+  function scheduleOps(token) {
+    timer = setTimeout(function () { if (token === renderToken) refreshLoop(token); }, OPS_REFRESH_MS);
+  }
+
+  function retryOps(token) {
+    // The first load failed (the API restarting, a network blip): keep trying, into the same view.
+    opsFailures = 1;
+    scheduleOps(token);
   }
 
   // ---- wiring -------------------------------------------------------------------------------------
@@ -730,9 +955,18 @@
     ev.preventDefault();
     var id = document.getElementById("search-id").value.trim();
     // Into the fragment only: the browser never sends it, so the id reaches no server log as a URL.
-    if (id) location.hash = "#/patients/" + enc(id);
+    if (id) {
+      location.hash = "#/patients/" + enc(id);
+      document.getElementById("search-id").value = "";  // the id stays in the view's heading, not the box
+    }
+  });
+  document.getElementById("skip-link").addEventListener("click", function (ev) {
+    // To the content without touching the address: "#main" is not a view (and would leave the view's own).
+    ev.preventDefault();
+    main.focus();
   });
   window.addEventListener("hashchange", function () {
+    if (!isViewHash(location.hash)) return;  // an in-page anchor ("#main"), not a view: stay
     route();
     // A new view: screen readers and keyboard users start at its content, not at the link they used.
     main.focus({ preventScroll: true });
