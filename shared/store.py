@@ -34,10 +34,10 @@ from shared.result_codec import decode_result, encode_result
 # The request path's bounds (design-notes.md, "Under pressure"): a stalled Redis (SIGSTOP, a long fork, a
 # saturated host) costs a request at most one connect or one read timeout, never a retry of either, so
 # it answers 503 within 2 s whatever Redis does. A batch write's script takes milliseconds.
-T = TypeVar("T")
-
 REQUEST_CONNECT_TIMEOUT_S = 0.5
 REQUEST_SOCKET_TIMEOUT_S = 1.0
+
+T = TypeVar("T")
 
 
 def connect(
