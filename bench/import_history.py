@@ -92,7 +92,12 @@ class Service:
 def _importer(base: str, *args: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "services.importer", "--url", base, "--key", KEY, "--json", *args]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    # SIGINT back to its default in the child: a shell ignores it in background jobs (`bench ... &`) and
+    # the child would inherit that, so the Ctrl-C below would interrupt nothing (it did on 2026-12-01).
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
 
 
 def _rows_done(checkpoint: Path) -> int:
@@ -120,6 +125,7 @@ def with_importer(tmp: Path, regs: list[dict], rows: list[dict]) -> dict:
         first.send_signal(signal.SIGINT)  # Ctrl-C
         first.wait(600)  # it finishes the batches in flight and writes its checkpoint
         interrupted_at = _rows_done(checkpoint)
+        assert interrupted_at < len(rows), "the importer was not interrupted"
         second = _importer(svc.base, "--kind", "results", "--checkpoint", str(checkpoint), str(results))
         out, _ = second.communicate(timeout=1800)
         imported = time.perf_counter() - start
