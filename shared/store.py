@@ -94,14 +94,21 @@ def _sentinel_master(
     """A client of the primary the sentinels name, asked again after every connection error, so it
     follows a failover by itself (design-notes.md, "Replication and failover")."""
     sentinel = _sentinels(settings, socket_timeout, connect_timeout)
+    retry = Retry(ExponentialBackoff(cap=0.2, base=0.05), retries)
     return sentinel.master_for(
-        settings.redis_sentinel_master,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=connect_timeout,
-        health_check_interval=15,
-        retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), retries),
-        password=settings.redis_password,
+        settings.redis_sentinel_master, **_node_options(settings, socket_timeout, connect_timeout, retry)
     )
+
+
+def _node_options(settings: Settings, socket_timeout: float, connect_timeout: float, retry: Retry) -> dict:
+    """A data node's client options under Sentinel: connect's bounds, with the nodes' password."""
+    return {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": connect_timeout,
+        "health_check_interval": 15,
+        "retry": retry,
+        "password": settings.redis_password,
+    }
 
 
 def connect_from_settings(
@@ -135,15 +142,10 @@ def connect_replica(settings: Settings) -> redis.Redis | None:
     none is reachable). None when neither is configured. Either way a failed read goes to the primary
     (read_preferring)."""
     if settings.redis_read_from_replicas:
-        sentinel = _sentinels(settings, REQUEST_SOCKET_TIMEOUT_S, REQUEST_CONNECT_TIMEOUT_S)
-        return sentinel.slave_for(
-            settings.redis_sentinel_master,
-            socket_timeout=REQUEST_SOCKET_TIMEOUT_S,
-            socket_connect_timeout=REQUEST_CONNECT_TIMEOUT_S,
-            health_check_interval=15,
-            retry=Retry(NoBackoff(), 0),
-            password=settings.redis_password,
-        )
+        bounds = (REQUEST_SOCKET_TIMEOUT_S, REQUEST_CONNECT_TIMEOUT_S)
+        sentinel = _sentinels(settings, *bounds)
+        options = _node_options(settings, *bounds, Retry(NoBackoff(), 0))
+        return sentinel.slave_for(settings.redis_sentinel_master, **options)
     if not settings.redis_read_url:
         return None
     extra = {"password": settings.redis_password} if settings.redis_password else {}
