@@ -41,6 +41,12 @@ def sentinel_broker_url(sentinels: tuple[tuple[str, int], ...], password: str | 
     return ";".join(f"sentinel://{auth}{host}:{port}" for host, port in sentinels)
 
 
+def _store_broker(redis_url: str, sentinels: tuple[tuple[str, int], ...], password: str | None) -> str:
+    """The broker URL that is the data store itself: the sentinels' primary, or REDIS_URL with
+    REDIS_PASSWORD (the broker's default, and what queue.same_redis compares the broker with)."""
+    return sentinel_broker_url(sentinels, password) if sentinels else with_password(redis_url, password)
+
+
 def with_password(url: str, password: str | None) -> str:
     """``url`` with REDIS_PASSWORD in it when it names a Redis and carries no credentials of its own
     (the default broker and result backend are REDIS_URL: without this they would connect without the
@@ -138,9 +144,7 @@ class Settings:
     def store_broker_url(self) -> str:
         """The broker URL that is the data store itself: REDIS_URL, or kombu's ``sentinel://`` list of
         the same sentinels (kombu takes one URL per sentinel, separated by ``;``)."""
-        if not self.sentinel:
-            return with_password(self.redis_url, self.redis_password)
-        return sentinel_broker_url(self.redis_sentinels, self.redis_password)
+        return _store_broker(self.redis_url, self.redis_sentinels, self.redis_password)
 
 
 def load_settings() -> Settings:
@@ -162,12 +166,11 @@ def load_settings() -> Settings:
         raise ValueError("REDIS_READ_FROM_REPLICAS=1 needs REDIS_SENTINELS (without them: REDIS_READ_URL)")
     if read_from_replicas == "1" and os.environ.get("REDIS_READ_URL"):
         raise ValueError("set REDIS_READ_URL or REDIS_READ_FROM_REPLICAS=1, not both")
-    authed_url = with_password(redis_url, password)
-    store_broker = sentinel_broker_url(sentinels, password) if sentinels else authed_url
+    store_broker = _store_broker(redis_url, sentinels, password)
     # Under Sentinel the result backend is off: results are ignored (task_ignore_result) and nobody
     # reads them (work is tracked in Redis: GET /v1/tasks/{id}), so a second failover-aware client
     # would buy nothing.
-    backend_default = "" if sentinels else authed_url
+    backend_default = "" if sentinels else store_broker
     return Settings(
         redis_url=redis_url,
         broker_url=os.environ.get("CELERY_BROKER_URL", store_broker),
