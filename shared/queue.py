@@ -21,7 +21,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from shared.config import Settings
-from shared.store import REQUEST_CONNECT_TIMEOUT_S, REQUEST_SOCKET_TIMEOUT_S, sentinel_retry
+from shared.store import REQUEST_CONNECT_TIMEOUT_S, REQUEST_SOCKET_TIMEOUT_S, sentinel_kwargs
 
 RECOMPUTE_PATIENT = "cml.recompute_patient"
 # Several patients in one message (the results write's follow-up): Celery's per-message cost, paid once.
@@ -59,14 +59,12 @@ def sentinel_transport_options(settings: Settings, request_path: bool) -> dict:
     that failover between sentinels into redis-py). Workers that stop consuming after a failover are a
     known report (celery#6348, celery#10096): tests/test_failover.py kills the primary under a real
     worker and checks that it consumes again by itself."""
-    connect_s = REQUEST_CONNECT_TIMEOUT_S if request_path else 1.0
-    # No retry of a sentinel (kombu hands sentinel_kwargs to redis.sentinel.Sentinel as they are):
-    # redis-py 8's default retries a refused sentinel with a back-off, seconds before the next is asked.
-    sentinel_kwargs: dict = {"socket_timeout": REQUEST_SOCKET_TIMEOUT_S if request_path else 2.0,
-                             "socket_connect_timeout": connect_s, "retry": sentinel_retry()}  # fmt: skip
-    if settings.redis_sentinel_password:
-        sentinel_kwargs["password"] = settings.redis_sentinel_password
-    return {"master_name": settings.redis_sentinel_master, "sentinel_kwargs": sentinel_kwargs}
+    # kombu hands sentinel_kwargs to redis.sentinel.Sentinel as they are: the store's own options.
+    if request_path:
+        options = sentinel_kwargs(settings, REQUEST_SOCKET_TIMEOUT_S, REQUEST_CONNECT_TIMEOUT_S)
+    else:
+        options = sentinel_kwargs(settings, 2.0, 1.0)
+    return {"master_name": settings.redis_sentinel_master, "sentinel_kwargs": options}
 
 
 def make_celery(settings: Settings, main: str = "cml", request_path: bool = False) -> Celery:

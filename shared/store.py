@@ -69,23 +69,27 @@ def connect_for_requests(url: str, **extra: object) -> redis.Redis:
     )  # fmt: skip
 
 
-def sentinel_retry() -> Retry:
-    """No retry of a sentinel: the next sentinel is the retry (shared.queue passes it to kombu too)."""
-    return Retry(NoBackoff(), 0)
+def sentinel_kwargs(settings: Settings, socket_timeout: float, connect_timeout: float) -> dict:
+    """How the sentinels are asked, by redis-py here and by kombu's Sentinel transport (shared.queue):
+    with bounded timeouts and no retry (redis-py 8's default retries each sentinel with a back-off: a
+    refused sentinel listed first cost a write seconds), so a dead sentinel costs one connect timeout,
+    then the next is asked; with the sentinels' own password."""
+    options: dict = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": connect_timeout,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if settings.redis_sentinel_password:
+        options["password"] = settings.redis_sentinel_password
+    return options
 
 
 def _sentinels(settings: Settings, socket_timeout: float, connect_timeout: float) -> Sentinel:
-    """The sentinels, asked with the same bounds as the data and no retry (redis-py 8's default retries
-    each sentinel with a back-off: a refused sentinel listed first cost a write seconds): a dead
-    sentinel costs one connect timeout, then the next is asked."""
-    sentinel_kwargs: dict = {
-        "socket_timeout": socket_timeout,
-        "socket_connect_timeout": connect_timeout,
-        "retry": sentinel_retry(),
-    }
-    if settings.redis_sentinel_password:
-        sentinel_kwargs["password"] = settings.redis_sentinel_password
-    return Sentinel(list(settings.redis_sentinels), sentinel_kwargs=sentinel_kwargs)
+    """The sentinels, asked with the same bounds as the data (sentinel_kwargs)."""
+    return Sentinel(
+        list(settings.redis_sentinels),
+        sentinel_kwargs=sentinel_kwargs(settings, socket_timeout, connect_timeout),
+    )
 
 
 def _sentinel_master(
