@@ -11,7 +11,14 @@ import redis
 from services.worker import sweeper
 from shared import keys, work
 from shared.config import load_settings
-from shared.queue import PATIENT_QUEUE, RECOMPUTE_PATIENT, make_celery, send
+from shared.queue import (
+    PATIENT_QUEUE,
+    RECOMPUTE_PATIENT,
+    RECOMPUTE_PATIENTS,
+    REFRESH_COHORT,
+    make_celery,
+    send,
+)
 from shared.store import now_ms
 
 
@@ -56,6 +63,7 @@ def test_a_message_without_its_enqueue_time_falls_back_to_the_age(own_redis) -> 
 def test_the_sweeper_requeues_patients_a_hundred_to_a_message() -> None:
     due = [f"P{i:03d}" for i in range(250)]
     messages = sweeper._messages("patient", due)
-    assert [len(m) for m in messages] == [100, 100, 50]
-    assert [p for m in messages for p in m] == due
-    assert sweeper._messages("cohort", ["C1", "C2"]) == ["C1", "C2"]
+    assert {task for task, _ in messages} == {RECOMPUTE_PATIENTS}
+    assert [len(m) for _, m in messages] == [100, 100, 50]
+    assert [p for _, m in messages for p in m] == due
+    assert sweeper._messages("cohort", ["C1", "C2"]) == [(REFRESH_COHORT, "C1"), (REFRESH_COHORT, "C2")]

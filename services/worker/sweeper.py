@@ -37,23 +37,24 @@ def consumed_queues(consumer: object) -> list[str]:
     return sorted(app.amqp.queues.consume_from)
 
 
-def _messages(kind: str, due: list[str]) -> list[str | list[str]]:
-    """Patients go a hundred to a message, as the writes send them: a rules change marks every patient
-    dirty at once, and a message each would cost Celery's per-message work once per patient."""
+def _messages(kind: str, due: list[str]) -> list[tuple[str, str | list[str]]]:
+    """(task, argument) per message to send. Patients go a hundred to a message, as the writes send
+    them: a rules change marks every patient dirty at once, and a message each would cost Celery's
+    per-message work once per patient."""
     if kind != "patient":
-        return list(due)
+        return [(TASK_FOR_KIND[kind], item_id) for item_id in due]
     step = TaskMessages.PATIENTS_PER_MESSAGE
-    return [due[start : start + step] for start in range(0, len(due), step)]
+    return [(RECOMPUTE_PATIENTS, due[start : start + step]) for start in range(0, len(due), step)]
 
 
 def sweep_once(worker: str, queues: Sequence[str]) -> int:
     r = redis_client()
     work.heartbeat(r, worker, queues)
     requeued = 0
-    for kind, task in TASK_FOR_KIND.items():
+    for kind in TASK_FOR_KIND:
         due = work.due_for_requeue(r, kind, settings.requeue_after_s)
-        for message in _messages(kind, due):
-            send(app, task if isinstance(message, str) else RECOMPUTE_PATIENTS, message)
+        for task, argument in _messages(kind, due):
+            send(app, task, argument)
         if due:
             log.info("sweeper requeued %d dirty %ss", len(due), kind)
         requeued += len(due)
