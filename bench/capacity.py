@@ -190,7 +190,8 @@ class Writer:
             )
             cpu0 = main_cpu(self.r)
             t = time.perf_counter()
-            intake.submit_results(self.r, self.celery, docs, audit, 86400, follow_in_script=True)
+            policy = intake.WritePolicy(86400, follow_in_script=True)
+            intake.submit_results(self.r, self.celery, docs, audit, policy)
             if wait:
                 w = time.perf_counter()
                 acked = self.r.wait(1, 1000)

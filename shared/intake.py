@@ -15,7 +15,8 @@ import redis
 from celery import Celery
 
 from shared import store, work
-from shared.queue import RECOMPUTE_PATIENT, RECOMPUTE_PATIENTS, REFRESH_COHORT, TaskMessages, send
+from shared.config import Settings
+from shared.queue import RECOMPUTE_PATIENT, RECOMPUTE_PATIENTS, REFRESH_COHORT, TaskMessages, same_redis, send
 from shared.schemas import AssayResultSchema, ValidationError, duplicate_ids, fast_load_results
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,21 @@ def _follow(tracked: dict[str, tuple[str, int]]) -> list[dict]:
     ]
 
 
+@dataclass(frozen=True)
+class WritePolicy:
+    """How a door's write is stored and followed, from the configuration: how long its task records
+    are kept (TASK_TTL_S), whether the store's own script enqueues the recomputes (the broker is this
+    Redis: queue.same_redis), and how many replicas must confirm it (WRITE_REPLICAS, issue 12)."""
+
+    task_ttl_s: int
+    follow_in_script: bool = False
+    replication: store.Replication = store.NO_REPLICATION
+
+    @classmethod
+    def of(cls, settings: Settings) -> WritePolicy:
+        return cls(settings.task_ttl_s, same_redis(settings), store.Replication.of(settings))
+
+
 @dataclass
 class Submission:
     outcome: store.WriteOutcome
@@ -93,9 +109,7 @@ def submit_results(
     celery: Celery,
     docs: Sequence[dict],
     audit: dict,
-    task_ttl_s: int,
-    follow_in_script: bool = False,
-    replication: store.Replication = store.NO_REPLICATION,
+    policy: WritePolicy,
 ) -> Submission:
     """Store validated result documents atomically (store.StoreError, writing nothing, on a conflict or
     an unknown patient), then queue their recomputation.
@@ -104,14 +118,15 @@ def submit_results(
     tracking the follow-up tasks must not make a door say "not stored" (an HL7 AR, a 503) about a stored
     result. It is logged, no task is offered to follow, and the sweeper recomputes the patients.
 
-    With ``follow_in_script`` (the broker is this Redis: queue.same_redis) the store's script itself records
-    the tasks and LPUSHes the task messages of patients with none pending (RECOMPUTE_PATIENTS, one message
-    per up to 100 of them): the whole write is one round trip, and a recompute is enqueued atomically with
-    the write that calls for it.
+    With ``policy.follow_in_script`` (the broker is this Redis: queue.same_redis) the store's script
+    itself records the tasks and LPUSHes the task messages of patients with none pending
+    (RECOMPUTE_PATIENTS, one message per up to 100 of them): the whole write is one round trip, and a
+    recompute is enqueued atomically with the write that calls for it.
 
-    With ``replication`` (WRITE_REPLICAS, issue 12) the write is also confirmed by that many replicas
+    With ``policy.replication`` (WRITE_REPLICAS, issue 12) the write is also confirmed by that many replicas
     before this returns, or store.NotReplicated is raised: stored on the primary, not acknowledged."""
-    if follow_in_script:
+    task_ttl_s, replication = policy.task_ttl_s, policy.replication
+    if policy.follow_in_script:
         tracking = {pid: uuid.uuid4().hex for pid in dict.fromkeys(d["patient_id"] for d in docs)}
         messages = task_messages(celery)
         queue, shape = messages.shape(RECOMPUTE_PATIENTS)

@@ -20,7 +20,7 @@ def test_a_failure_after_the_store_never_says_not_stored(app, client, r, pid, mo
     monkeypatch.setattr(work, "track_tasks", broken)
     docs = intake.validate_results([result(pid, f"{pid}-1", bcr_abl1_copies=5)])
     audit = intake.audit_record("tests", "test")
-    done = intake.submit_results(c.redis, c.celery, docs, audit, 60)
+    done = intake.submit_results(c.redis, c.celery, docs, audit, intake.WritePolicy(task_ttl_s=60))
     assert done.tasks == [] and done.outcome.outcomes == ["created"]
     monkeypatch.undo()
     assert store.load_patient(r, pid).results[0]["result_id"] == f"{pid}-1"

@@ -6,6 +6,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import orjson
@@ -38,7 +39,12 @@ class ApiContext:
 
     @property
     def replication(self) -> store.Replication:
-        return store.Replication.of(self.settings)
+        return self.write_policy.replication
+
+    @cached_property
+    def write_policy(self) -> intake.WritePolicy:
+        """Derived once from the settings (not per request: same_redis builds URLs to compare)."""
+        return intake.WritePolicy.of(self.settings)
 
 
 def ctx() -> ApiContext:

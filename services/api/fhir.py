@@ -26,7 +26,6 @@ from shared.interop.fhir_out import (
     outcome_from_problem,
     searchset,
 )
-from shared.queue import same_redis
 
 bp = Blueprint("fhir", __name__)
 
@@ -58,11 +57,9 @@ def _door() -> fhir_write.Door:
         c.celery,
         _codes(),
         c.settings.patient_id_authority,
-        c.settings.task_ttl_s,
         caller(),
         f"{request.method} {rule}",
-        follow_in_script=same_redis(c.settings),
-        replication=c.replication,
+        c.write_policy,
     )
 
 

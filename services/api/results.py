@@ -9,7 +9,6 @@ from services.api.context import audit_entry, ctx, json_body
 from services.api.errors import Problem
 from services.api.idempotency import idempotent
 from shared import intake, store
-from shared.queue import same_redis
 from shared.schemas import ValidationError
 
 bp = Blueprint("results", __name__)
@@ -72,10 +71,7 @@ def post_results() -> Response:
     items, single = _load(json_body(), c.settings.max_batch)
     audit = audit_entry(result_ids=[d["result_id"] for d in items])
     try:
-        done = intake.submit_results(
-            c.redis, c.celery, items, audit, c.settings.task_ttl_s, follow_in_script=same_redis(c.settings),
-            replication=c.replication,
-        )  # fmt: skip
+        done = intake.submit_results(c.redis, c.celery, items, audit, c.write_policy)
     except store.StoreError as err:
         raise _store_problem(err, single) from err
     tasks = done.tasks

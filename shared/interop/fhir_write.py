@@ -61,13 +61,10 @@ class Door:
     celery: Celery
     codes: CodeMap
     authority: str
-    task_ttl_s: int
     who: str
     what: str
-    # The broker is this Redis: the write's own script enqueues (shared.intake.submit_results).
-    follow_in_script: bool = False
-    # WRITE_REPLICAS: the write is confirmed by replicas before it is answered (issue 12).
-    replication: store.Replication = store.NO_REPLICATION
+    # Task records' lifetime, enqueue in the write's script, replicas to confirm (shared.intake).
+    policy: intake.WritePolicy
 
 
 @dataclass(frozen=True)
@@ -183,10 +180,7 @@ def _validate(mapped: list[Mapped]) -> list[dict]:
 def _submit(door: Door, mapped: list[Mapped], docs: list[dict]) -> intake.Submission:
     audit = intake.audit_record(door.who, door.what, result_ids=[d["result_id"] for d in docs])
     try:
-        return intake.submit_results(
-            door.r, door.celery, docs, audit, door.task_ttl_s, follow_in_script=door.follow_in_script,
-            replication=door.replication,
-        )  # fmt: skip
+        return intake.submit_results(door.r, door.celery, docs, audit, door.policy)
     except store.StoreError as err:
         status, code, name, text = _STORE_ISSUES[err.code]
         where = mapped[err.index].paths[name]

@@ -43,7 +43,6 @@ from shared.interop.hl7_oru import (
     parse_oru,
     read_header,
 )
-from shared.queue import same_redis
 from shared.schemas import ValidationError
 
 log = logging.getLogger(__name__)
@@ -182,10 +181,7 @@ def _store(r: redis.Redis, celery: Celery, parsed: Parsed, door: Door, settings:
         message_control_id=header.control_id,
     )  # fmt: skip
     try:
-        intake.submit_results(
-            r, celery, docs, audit, settings.task_ttl_s, follow_in_script=same_redis(settings),
-            replication=store.Replication.of(settings),
-        )  # fmt: skip
+        intake.submit_results(r, celery, docs, audit, intake.WritePolicy.of(settings))
     except store.StoreError as err:
         issue = _store_issue(parsed, err)
         return build_ack(header, "AE", [issue, *warnings], 409 if issue.code == DUPLICATE_KEY else 422)
